@@ -1,0 +1,49 @@
+# fleetops.mcp: every set-up step is in these targets; run them as root on
+# Debian 12. `make test` is what CI runs (through .ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+DEMO_SCENARIO ?= docker_host
+
+.PHONY: help test lint unit package molecule demo demo-destroy venv host images clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+test: ## set up everything, then lint, unit tests, packaging and all Molecule scenarios
+	tests/harness/run.sh
+
+lint: ## yamllint and ansible-lint (production profile)
+	tests/harness/run.sh venv lint
+
+unit: ## pytest unit tests
+	tests/harness/run.sh venv unit
+
+package: ## build the collection tarball and install it offline
+	tests/harness/run.sh venv package
+
+molecule: ## Molecule scenarios only (SCENARIOS="a b" to choose)
+	tests/harness/run.sh host venv images molecule
+
+host: ## host packages, dockerd and the shared apt cache
+	tests/harness/setup-host.sh
+
+venv: ## the pinned Python tool chain in .venv
+	tests/harness/venv.sh
+
+images: host ## Debian 12 and 13 systemd base images
+	FLEETOPS_APT_PROXY=http://127.0.0.1:3142 tests/harness/build-base-images.sh bookworm trixie
+
+demo: ## create the demo hosts and converge them; they stay running
+	tests/harness/run.sh host venv images
+	molecule create -s $(DEMO_SCENARIO) && molecule converge -s $(DEMO_SCENARIO)
+	@echo "demo hosts: molecule login -s $(DEMO_SCENARIO) -h <host>; remove with make demo-destroy"
+
+demo-destroy: ## remove the demo hosts
+	tests/harness/run.sh venv
+	molecule destroy -s $(DEMO_SCENARIO)
+
+clean: ## remove build and test leftovers (not the venv or images)
+	rm -rf .pytest_cache fleetops-mcp-*.tar.gz

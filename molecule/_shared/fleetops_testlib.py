@@ -1,0 +1,93 @@
+"""Helpers for the testinfra verifiers of the fleetops.mcp Molecule scenarios.
+
+Tests run on the controller (this machine). They reach test hosts through the
+Docker connection (testinfra) and through the scenario network, which only
+joins this machine and the scenario's own containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+
+import yaml
+
+SCENARIO_DIR = os.environ.get("MOLECULE_SCENARIO_DIRECTORY", "")
+
+
+def inventory_hosts(group: str = "all") -> list[str]:
+    """Names of the inventory hosts in ``group`` (Molecule's inventory)."""
+    out = subprocess.run(
+        ["ansible-inventory", "--list", "-i", os.environ["MOLECULE_INVENTORY_FILE"]],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    data = json.loads(out)
+    if group == "all":
+        return sorted(data.get("_meta", {}).get("hostvars", {}))
+    return sorted(data.get(group, {}).get("hosts", []))
+
+
+def container_ip(name: str) -> str:
+    """The first network address of a test host container."""
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()
+    assert out, f"container {name} has no network address"
+    return out[0]
+
+
+def tcp_outcome(address: str, port: int, timeout: float = 2.0) -> str:
+    """Try a TCP connection; return 'open', 'refused' or 'timeout'.
+
+    A firewall drop shows as a timeout; a closed port as refused.
+    """
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except (socket.timeout, TimeoutError):
+        return "timeout"
+
+
+def http_get(address: str, port: int, timeout: float = 3.0) -> bytes:
+    """A plain HTTP GET / over a raw socket; returns the whole response."""
+    with socket.create_connection((address, port), timeout=timeout) as sock:
+        sock.sendall(f"GET / HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+def run_playbook(playbook: str, limit: str | None = None, extra_vars: dict | None = None,
+                 extra_args: list[str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run ansible-playbook against the scenario's inventory; never raises on failure.
+
+    ``playbook`` is relative to the scenario directory. Extra vars go through a
+    temporary JSON file so that types (ints, dicts) survive.
+    """
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+           os.path.join(SCENARIO_DIR, playbook)]
+    if limit:
+        cmd += ["--limit", limit]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(extra_vars or {}, handle)
+        vars_file = handle.name
+    try:
+        cmd += ["-e", f"@{vars_file}"] + (extra_args or [])
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    finally:
+        os.unlink(vars_file)
+
+
+def load_yaml(path: str):
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
