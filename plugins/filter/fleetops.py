@@ -1,0 +1,56 @@
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+"""Filters shared by the fleetops.mcp roles."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+
+def changed_keys(old, new):
+    """Return the sorted top-level keys whose values differ between two dicts.
+
+    A key present on one side only counts as changed. ``old`` may be None or
+    empty (no previous configuration), in which case every key of ``new``
+    is returned.
+    """
+    old = old or {}
+    new = new or {}
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        raise AnsibleFilterError(
+            "changed_keys expects two dictionaries, got %s and %s"
+            % (type(old).__name__, type(new).__name__)
+        )
+    keys = set(old) | set(new)
+    return sorted(k for k in keys if k not in old or k not in new or old[k] != new[k])
+
+
+def docker_ulimits(ulimits):
+    """Turn ``{name: {soft: N, hard: N}}`` into daemon.json ``default-ulimits``.
+
+    Docker expects ``{name: {"Name": name, "Soft": N, "Hard": N}}``.
+    """
+    if ulimits is None:
+        return {}
+    if not isinstance(ulimits, dict):
+        raise AnsibleFilterError("docker_ulimits expects a dictionary of ulimits, got %s" % type(ulimits).__name__)
+    out = {}
+    for name, limit in ulimits.items():
+        if not isinstance(limit, dict) or set(limit) != {"soft", "hard"}:
+            raise AnsibleFilterError("ulimit %r must be a dictionary with exactly the keys soft and hard" % name)
+        try:
+            soft, hard = int(limit["soft"]), int(limit["hard"])
+        except (TypeError, ValueError):
+            raise AnsibleFilterError("ulimit %r: soft and hard must be whole numbers" % name)
+        out[name] = {"Name": name, "Soft": soft, "Hard": hard}
+    return out
+
+
+class FilterModule:
+    """fleetops.mcp filters."""
+
+    def filters(self):
+        return {
+            "changed_keys": changed_keys,
+            "docker_ulimits": docker_ulimits,
+        }

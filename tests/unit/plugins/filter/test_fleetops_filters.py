@@ -1,0 +1,53 @@
+"""fleetops.mcp filters."""
+
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.fleetops.mcp.plugins.filter.fleetops import FilterModule, changed_keys, docker_ulimits
+
+
+def test_filters_are_registered():
+    assert set(FilterModule().filters()) == {"changed_keys", "docker_ulimits"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ({}, {}, []),
+        (None, {"a": 1}, ["a"]),
+        ({"a": 1, "b": {"x": 1}}, {"a": 1, "b": {"x": 1}}, []),
+        ({"a": 1, "b": {"x": 1}}, {"a": 1, "b": {"x": 2}}, ["b"]),
+        ({"a": 1, "gone": True}, {"a": 1, "new": False}, ["gone", "new"]),
+        ({"z": 1, "a": 1}, {"z": 2, "a": 2}, ["a", "z"]),
+    ],
+)
+def test_changed_keys(old, new, expected):
+    assert changed_keys(old, new) == expected
+
+
+def test_changed_keys_rejects_non_dicts():
+    with pytest.raises(AnsibleFilterError, match="two dictionaries"):
+        changed_keys(["a"], {})
+
+
+def test_docker_ulimits_converts_to_daemon_json_form():
+    assert docker_ulimits({"nofile": {"soft": "1024", "hard": 2048}}) == {
+        "nofile": {"Name": "nofile", "Soft": 1024, "Hard": 2048}
+    }
+    assert docker_ulimits(None) == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"nofile": {"soft": 1}}, "exactly the keys soft and hard"),
+        ({"nofile": {"soft": "lots", "hard": 2}}, "whole numbers"),
+        ({"nofile": 5}, "exactly the keys soft and hard"),
+        ("nofile", "expects a dictionary"),
+    ],
+)
+def test_docker_ulimits_rejects_bad_shapes(value, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        docker_ulimits(value)
