@@ -33,8 +33,8 @@ host: ## host packages, dockerd and the shared apt cache
 venv: ## the pinned Python tool chain in .venv
 	tests/harness/venv.sh
 
-images: host ## Debian 12 and 13 systemd base images
-	FLEETOPS_APT_PROXY=http://127.0.0.1:3142 tests/harness/build-base-images.sh bookworm trixie
+images: host ## Debian base images: systemd test hosts (12, 13) and the MCP runtime (13)
+	FLEETOPS_APT_PROXY=http://127.0.0.1:3142 tests/harness/build-base-images.sh
 
 demo: ## create the demo hosts and converge them; they stay running
 	tests/harness/run.sh host venv images

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Build systemd-capable Debian base images for the Molecule test hosts, with
-# debootstrap and `docker import` (no container registry is reachable here).
+# Build Debian base images with debootstrap and `docker import` (no container
+# registry is reachable here). Two flavours:
+#   host     fleetops/debian:<release>   systemd as PID 1, for Molecule test hosts
+#   runtime  fleetops/runtime:<release>  python3 and nodejs, no init, the base
+#                                        of the MCP server images built on the
+#                                        Docker hosts in tests and the demo
 #
-#   tests/harness/build-base-images.sh [RELEASE ...]     (default: bookworm trixie)
+#   tests/harness/build-base-images.sh [FLAVOUR:RELEASE ...]
+#       (default: host:bookworm host:trixie runtime:trixie)
 #
-# Each image is tagged fleetops/debian:<release>-<key>, where <key> is a hash
-# of this script and the release, and fleetops/debian:<release> points at the
+# Each image is tagged <repo>:<release>-<key>, where <key> is a hash of this
+# script, the flavour and the release, and <repo>:<release> points at the
 # newest build. An image whose key tag exists is not rebuilt, so editing this
-# script (its package list, its tweaks) is what triggers a rebuild.
+# script (its package lists, its tweaks) is what triggers a rebuild.
 #
 # Environment:
 #   FLEETOPS_DEBIAN_MIRROR  mirror URL (default http://deb.debian.org/debian)
@@ -16,8 +21,9 @@
 set -euo pipefail
 
 MIRROR="${FLEETOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-REPO="fleetops/debian"
-PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,sudo,iproute2,procps,ca-certificates,gnupg"
+HOST_PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,sudo,iproute2,procps,ca-certificates,gnupg"
+# nodejs >= 20 (trixie) runs supergateway, the stdio-to-HTTP bridge.
+RUNTIME_PACKAGES="python3,nodejs,ca-certificates,tzdata"
 # Units that have no job inside a container.
 MASKED_UNITS="getty.target console-getty.service systemd-remount-fs.service \
   sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount \
@@ -28,7 +34,7 @@ MASKED_UNITS="getty.target console-getty.service systemd-remount-fs.service \
 script_hash=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-64)
 
 key_for() {
-  printf '%s %s %s\n' "$script_hash" "$1" "$MIRROR" | sha256sum | cut -c1-12
+  printf '%s %s %s %s\n' "$script_hash" "$1" "$2" "$MIRROR" | sha256sum | cut -c1-12
 }
 
 security_suite() {
@@ -36,11 +42,16 @@ security_suite() {
 }
 
 build_one() {
-  local release="$1" key tag root
-  key=$(key_for "$release")
-  tag="${REPO}:${release}-${key}"
+  local flavour="${1%%:*}" release="${1#*:}" key tag root repo packages
+  case "$flavour" in
+    host) repo=fleetops/debian; packages="$HOST_PACKAGES" ;;
+    runtime) repo=fleetops/runtime; packages="$RUNTIME_PACKAGES" ;;
+    *) echo "unknown flavour '$flavour' (host or runtime)" >&2; return 2 ;;
+  esac
+  key=$(key_for "$flavour" "$release")
+  tag="${repo}:${release}-${key}"
   if docker image inspect "$tag" >/dev/null 2>&1; then
-    docker tag "$tag" "${REPO}:${release}"
+    docker tag "$tag" "${repo}:${release}"
     echo "image ${tag}: up to date"
     return 0
   fi
@@ -48,7 +59,7 @@ build_one() {
   trap 'rm -rf "$root"' RETURN
   echo "image ${tag}: building with debootstrap"
   http_proxy="${FLEETOPS_APT_PROXY:-}" debootstrap --variant=minbase \
-    --include="$PACKAGES" --components=main "$release" "$root" "$MIRROR" \
+    --include="$packages" --components=main "$release" "$root" "$MIRROR" \
     >"${root}.log" 2>&1 || { tail -n 30 "${root}.log" >&2; return 1; }
   rm -f "${root}.log"
 
@@ -79,6 +90,41 @@ path-include /usr/share/doc/*/copyright
 path-exclude /usr/share/man/*
 path-exclude /usr/share/locale/*
 DPKG
+  if [ "$flavour" = runtime ]; then
+    finish_runtime "$root"
+  else
+    finish_host "$root"
+  fi
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb \
+    "$root"/var/cache/apt/*.bin "$root"/var/log/*.log
+
+  if [ "$flavour" = runtime ]; then
+    tar --numeric-owner -C "$root" -c . | docker import \
+      --change "LABEL org.fleetops.base-image-key=${key}" - "$tag" >/dev/null
+  else
+    tar --numeric-owner -C "$root" -c . | docker import \
+      --change 'ENV container=docker' \
+      --change 'CMD ["/sbin/init"]' \
+      --change "LABEL org.fleetops.base-image-key=${key}" \
+      - "$tag" >/dev/null
+  fi
+  docker tag "$tag" "${repo}:${release}"
+  # Superseded builds of the same flavour and release go.
+  docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo" \
+    | grep -E "^${repo}:${release}-[0-9a-f]{12}$" | grep -vx "$tag" \
+    | xargs -r docker rmi >/dev/null 2>&1 || true
+  echo "image ${tag}: built"
+}
+
+# A runtime base carries no init and no docs.
+finish_runtime() {
+  local root="$1"
+  rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/*
+  : >"$root/etc/machine-id"
+}
+
+finish_host() {
+  local root="$1"
   for unit in $MASKED_UNITS; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
   done
@@ -106,21 +152,11 @@ UNIT
   # A fresh machine id per container, generated at first boot.
   : >"$root/etc/machine-id"
   rm -f "$root/var/lib/dbus/machine-id" "$root/etc/hostname"
-  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb \
-    "$root"/var/cache/apt/*.bin "$root"/var/log/*.log
-
-  tar --numeric-owner -C "$root" -c . | docker import \
-    --change 'ENV container=docker' \
-    --change 'CMD ["/sbin/init"]' \
-    --change "LABEL org.fleetops.base-image-key=${key}" \
-    - "$tag" >/dev/null
-  docker tag "$tag" "${REPO}:${release}"
-  echo "image ${tag}: built"
 }
 
 main() {
   local releases=("$@") pids=() failed=0
-  [ "${#releases[@]}" -gt 0 ] || releases=(bookworm trixie)
+  [ "${#releases[@]}" -gt 0 ] || releases=(host:bookworm host:trixie runtime:trixie)
   command -v debootstrap >/dev/null || { echo "debootstrap is not installed" >&2; exit 1; }
   docker info >/dev/null 2>&1 || { echo "no Docker engine answers" >&2; exit 1; }
   # Builds are mostly network-bound: run them side by side.

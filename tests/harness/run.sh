@@ -49,7 +49,7 @@ stage() {
 
 s_host() { tests/harness/setup-host.sh; }
 s_venv() { tests/harness/venv.sh; }
-s_images() { FLEETOPS_APT_PROXY="http://127.0.0.1:${FLEETOPS_APT_PROXY_PORT}" tests/harness/build-base-images.sh bookworm trixie; }
+s_images() { FLEETOPS_APT_PROXY="http://127.0.0.1:${FLEETOPS_APT_PROXY_PORT}" tests/harness/build-base-images.sh; }
 s_lint() { yamllint --strict . && ansible-lint --offline; }
 s_package() { tests/harness/package-check.sh; }
 s_unit() { python -m pytest -q -p no:cacheprovider tests/unit; }
