@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet
+
 
 def changed_keys(old, new):
     """Return the sorted top-level keys whose values differ between two dicts.
@@ -46,6 +48,27 @@ def docker_ulimits(ulimits):
     return out
 
 
+def mcp_fleet_errors(servers):
+    """Problems in a declared MCP server list, each naming the server and field."""
+    return _fleet.validate(servers)
+
+
+def mcp_fleet(servers, host=None):
+    """The declared MCP servers with defaults filled in and containers listed."""
+    try:
+        return _fleet.normalize(servers, host)
+    except ValueError as exc:
+        raise AnsibleFilterError("invalid MCP server declaration: %s" % exc)
+
+
+def mcp_host_ports(servers, host=None):
+    """Host ports the MCP server containers publish (on ``host``, or anywhere)."""
+    try:
+        return _fleet.host_ports(servers, host)
+    except ValueError as exc:
+        raise AnsibleFilterError("invalid MCP server declaration: %s" % exc)
+
+
 class FilterModule:
     """fleetops.mcp filters."""
 
@@ -53,4 +76,7 @@ class FilterModule:
         return {
             "changed_keys": changed_keys,
             "docker_ulimits": docker_ulimits,
+            "mcp_fleet": mcp_fleet,
+            "mcp_fleet_errors": mcp_fleet_errors,
+            "mcp_host_ports": mcp_host_ports,
         }

@@ -1,0 +1,294 @@
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+"""The fleet model: validation and normalisation of the declared MCP servers.
+
+One place that knows what an MCP server entry may contain, used by the
+mcp_server role (containers), and by later roles (load balancer upstreams,
+scrape targets). Every error names the server and the field.
+"""
+
+from __future__ import annotations
+
+import re
+
+TRANSPORTS = ("streamable-http", "sse", "stdio")
+IMAGE_SOURCES = ("registry", "build", "archive")
+KNOWN_FIELDS = {
+    "name", "image", "image_source", "build_context", "image_archive", "transport",
+    "command", "stdio_command", "port", "host_port", "bind_address", "path", "replicas",
+    "env", "secrets", "volumes", "resources", "healthcheck", "stop_grace_period",
+    "labels", "user", "tmpfs", "stateless", "hosts",
+}
+NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+IMAGE = re.compile(
+    r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[0-9]+/[a-z0-9]+(?:[._/-][a-z0-9]+)*)?)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+SIZE = re.compile(r"^[1-9][0-9]*[kmg]?$")
+DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h)$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+DEFAULTS = {
+    "image_source": "registry",
+    "transport": "streamable-http",
+    "command": None,
+    "stdio_command": None,
+    "port": 8080,
+    "bind_address": "0.0.0.0",
+    "replicas": 1,
+    "env": {},
+    "secrets": [],
+    "volumes": [],
+    "resources": {"memory": "256m", "cpus": 1.0, "pids": 256},
+    "healthcheck": {"path": "/health", "interval": "10s", "timeout": "3s", "retries": 3, "start_period": "10s"},
+    "stop_grace_period": 30,
+    "labels": {},
+    "user": "10001:10001",
+    "tmpfs": ["/tmp:rw,noexec,nosuid,size=64m"],
+    "stateless": False,
+    "hosts": None,
+}
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_in(value, low, high):
+    """value as an int when it is a whole number in [low, high], else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if _is_int(value) and low <= value <= high:
+        return value
+    return None
+
+
+def _label(server, index):
+    name = server.get("name") if isinstance(server, dict) else None
+    return "mcp server %r" % name if isinstance(name, str) and name else "mcp server #%d" % (index + 1)
+
+
+def _check_resources(where, resources, errors):
+    if not isinstance(resources, dict):
+        errors.append("%s: resources must be a mapping of memory, cpus and pids" % where)
+        return
+    for key in sorted(set(resources) - {"memory", "cpus", "pids"}):
+        errors.append("%s: resources.%s is not a known field (memory, cpus, pids)" % (where, key))
+    memory = resources.get("memory")
+    if memory is not None and not SIZE.match(str(memory).lower()):
+        errors.append("%s: resources.memory %r is not a size such as 256m or 1g" % (where, memory))
+    cpus = resources.get("cpus")
+    if cpus is not None:
+        try:
+            ok = float(cpus) > 0 and not isinstance(cpus, bool)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            errors.append("%s: resources.cpus %r must be a number above 0" % (where, cpus))
+    pids = resources.get("pids")
+    if pids is not None and _int_in(pids, 1, 4194304) is None:
+        errors.append("%s: resources.pids %r must be a whole number of at least 1" % (where, pids))
+
+
+def _check_healthcheck(where, check, errors):
+    if not isinstance(check, dict):
+        errors.append("%s: healthcheck must be a mapping" % where)
+        return
+    known = {"test", "path", "interval", "timeout", "retries", "start_period", "disable"}
+    for key in sorted(set(check) - known):
+        errors.append("%s: healthcheck.%s is not a known field (%s)" % (where, key, ", ".join(sorted(known))))
+    for key in ("interval", "timeout", "start_period"):
+        if key in check and not DURATION.match(str(check[key])):
+            errors.append("%s: healthcheck.%s %r is not a duration such as 10s" % (where, key, check[key]))
+    if "retries" in check and _int_in(check["retries"], 1, 100) is None:
+        errors.append("%s: healthcheck.retries %r must be a whole number from 1 to 100" % (where, check["retries"]))
+    if "test" in check and not (isinstance(check["test"], list) and check["test"] and all(isinstance(t, str) for t in check["test"])):
+        errors.append("%s: healthcheck.test must be a non-empty list of strings" % where)
+    if "path" in check and not (isinstance(check["path"], str) and check["path"].startswith("/")):
+        errors.append("%s: healthcheck.path %r must start with /" % (where, check["path"]))
+
+
+def _check_volumes(where, volumes, errors):
+    if not isinstance(volumes, list):
+        errors.append("%s: volumes must be a list" % where)
+        return
+    for i, volume in enumerate(volumes):
+        if not isinstance(volume, dict) or not {"source", "target"} <= set(volume):
+            errors.append("%s: volumes[%d] needs source and target" % (where, i))
+            continue
+        for key in sorted(set(volume) - {"source", "target", "writable"}):
+            errors.append("%s: volumes[%d].%s is not a known field (source, target, writable)" % (where, i, key))
+        if not str(volume["target"]).startswith("/"):
+            errors.append("%s: volumes[%d].target %r must be an absolute path" % (where, i, volume["target"]))
+        source = str(volume["source"])
+        if not (source.startswith("/") or re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", source)):
+            errors.append("%s: volumes[%d].source %r must be an absolute host path or a volume name" % (where, i, source))
+        if "writable" in volume and not isinstance(volume["writable"], bool):
+            errors.append("%s: volumes[%d].writable must be true or false" % (where, i))
+
+
+def _check_one(where, server, errors):
+    for key in sorted(set(server) - KNOWN_FIELDS):
+        errors.append("%s: %s is not a known field" % (where, key))
+    image = server.get("image")
+    if not isinstance(image, str) or not image:
+        errors.append("%s: image is required" % where)
+    else:
+        match = IMAGE.match(image)
+        if not match:
+            errors.append("%s: image %r is not a valid image reference" % (where, image))
+        elif not match.group("tag") and not match.group("digest"):
+            errors.append("%s: image %r has no tag or digest; pin one (never an implicit latest)" % (where, image))
+    source = server.get("image_source", DEFAULTS["image_source"])
+    if source not in IMAGE_SOURCES:
+        errors.append("%s: image_source %r is not one of %s" % (where, source, ", ".join(IMAGE_SOURCES)))
+    if source == "build" and not server.get("build_context"):
+        errors.append("%s: build_context is required with image_source build" % where)
+    if source == "archive" and not server.get("image_archive"):
+        errors.append("%s: image_archive is required with image_source archive" % where)
+    transport = server.get("transport", DEFAULTS["transport"])
+    if transport not in TRANSPORTS:
+        errors.append("%s: transport %r is not one of %s" % (where, transport, ", ".join(TRANSPORTS)))
+    if transport == "stdio" and not server.get("stdio_command"):
+        errors.append("%s: stdio_command is required with transport stdio" % where)
+    for key in ("command", "stdio_command"):
+        value = server.get(key)
+        if value is not None and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            errors.append("%s: %s must be a non-empty list of strings" % (where, key))
+    if _int_in(server.get("port", DEFAULTS["port"]), 1, 65535) is None:
+        errors.append("%s: port %r must be a whole number from 1 to 65535" % (where, server.get("port")))
+    if "host_port" not in server:
+        errors.append("%s: host_port is required (the published port of the first replica)" % where)
+    elif _int_in(server["host_port"], 1, 65535) is None:
+        errors.append("%s: host_port %r must be a whole number from 1 to 65535" % (where, server["host_port"]))
+    replicas = _int_in(server.get("replicas", DEFAULTS["replicas"]), 1, 64)
+    if replicas is None:
+        errors.append("%s: replicas %r must be a whole number from 1 to 64" % (where, server.get("replicas")))
+    elif _int_in(server.get("host_port"), 1, 65535) is not None and int(server["host_port"]) + replicas - 1 > 65535:
+        errors.append("%s: host_port + replicas runs past 65535" % where)
+    path = server.get("path")
+    if path is not None and not (isinstance(path, str) and path.startswith("/")):
+        errors.append("%s: path %r must start with /" % (where, path))
+    env = server.get("env", {})
+    if not isinstance(env, dict):
+        errors.append("%s: env must be a mapping" % where)
+    else:
+        for key in sorted(k for k in env if not ENV_NAME.match(str(k))):
+            errors.append("%s: env name %r is not a valid variable name" % (where, key))
+    secrets = server.get("secrets", [])
+    if not isinstance(secrets, list):
+        errors.append("%s: secrets must be a list of names" % where)
+    else:
+        for secret in secrets:
+            if not isinstance(secret, str) or not SECRET_NAME.match(secret):
+                errors.append("%s: secret name %r may hold letters, digits, '.', '_' and '-' only" % (where, secret))
+    _check_volumes(where, server.get("volumes", []), errors)
+    _check_resources(where, server.get("resources", {}), errors)
+    _check_healthcheck(where, server.get("healthcheck", {}), errors)
+    if _int_in(server.get("stop_grace_period", DEFAULTS["stop_grace_period"]), 1, 3600) is None:
+        errors.append("%s: stop_grace_period %r must be whole seconds from 1 to 3600" % (where, server.get("stop_grace_period")))
+    user = str(server.get("user", DEFAULTS["user"]))
+    if user.split(":")[0] in ("", "0", "root"):
+        errors.append("%s: user %r is root; MCP servers run as a non-root user" % (where, user))
+    for key in ("labels",):
+        if not isinstance(server.get(key, {}), dict):
+            errors.append("%s: %s must be a mapping" % (where, key))
+    if not isinstance(server.get("stateless", False), bool):
+        errors.append("%s: stateless must be true or false" % where)
+    hosts = server.get("hosts")
+    if hosts is not None and not (isinstance(hosts, list) and all(isinstance(h, str) for h in hosts)):
+        errors.append("%s: hosts must be a list of inventory host names" % where)
+
+
+def validate(servers):
+    """Every problem in the declared servers, as messages naming server and field."""
+    if servers is None:
+        return []
+    if not isinstance(servers, list):
+        return ["mcp servers must be a list, not %s" % type(servers).__name__]
+    errors = []
+    seen = {}
+    for index, server in enumerate(servers):
+        where = _label(server, index)
+        if not isinstance(server, dict):
+            errors.append("%s: each server must be a mapping" % where)
+            continue
+        name = server.get("name")
+        if not isinstance(name, str) or not NAME.match(name):
+            errors.append("%s: name %r must be 1-40 lower-case letters, digits and '-'" % (where, name))
+        elif name in seen:
+            errors.append("%s: name is declared twice (entries %d and %d)" % (where, seen[name] + 1, index + 1))
+        else:
+            seen[name] = index
+        _check_one(where, server, errors)
+    if not errors:
+        errors.extend(_port_conflicts(servers))
+    return errors
+
+
+def _port_conflicts(servers):
+    errors = []
+    claimed = []  # (first, last, hosts or None, name)
+    for server in servers:
+        first = int(server["host_port"])
+        last = first + int(server.get("replicas", 1)) - 1
+        hosts = set(server["hosts"]) if server.get("hosts") is not None else None
+        for other_first, other_last, other_hosts, other_name in claimed:
+            shared = hosts is None or other_hosts is None or hosts & other_hosts
+            if shared and first <= other_last and other_first <= last:
+                errors.append(
+                    "mcp server %r: host_port %d-%d overlaps mcp server %r (%d-%d) on the same host"
+                    % (server["name"], first, last, other_name, other_first, other_last)
+                )
+        claimed.append((first, last, hosts, server["name"]))
+    return errors
+
+
+def _merge(defaults, server):
+    out = dict(defaults)
+    for key, value in server.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            merged = dict(defaults[key])
+            merged.update(value)
+            out[key] = merged
+        else:
+            out[key] = value
+    return out
+
+
+def normalize(servers, host=None):
+    """Declared servers with every default filled in and their containers listed.
+
+    With ``host``, only the servers that run on that inventory host. Raises
+    ValueError with all problems when the declaration is invalid.
+    """
+    errors = validate(servers)
+    if errors:
+        raise ValueError("; ".join(errors))
+    out = []
+    for server in servers or []:
+        full = _merge(DEFAULTS, server)
+        if host is not None and full["hosts"] is not None and host not in full["hosts"]:
+            continue
+        full["port"] = int(full["port"])
+        full["host_port"] = int(full["host_port"])
+        full["replicas"] = int(full["replicas"])
+        full["stop_grace_period"] = int(full["stop_grace_period"])
+        full["env"] = dict((str(k), str(v)) for k, v in full["env"].items())
+        full["labels"] = dict((str(k), str(v)) for k, v in full["labels"].items())
+        if full.get("path") is None:
+            full["path"] = "/sse" if full["transport"] == "sse" else "/mcp"
+        full["containers"] = [
+            {"name": "mcp-%s-%d" % (full["name"], i + 1), "replica": i + 1, "host_port": full["host_port"] + i}
+            for i in range(full["replicas"])
+        ]
+        out.append(full)
+    return out
+
+
+def host_ports(servers, host=None):
+    """Sorted published host ports of the servers that run on ``host``."""
+    return sorted({c["host_port"] for s in normalize(servers, host) for c in s["containers"]})

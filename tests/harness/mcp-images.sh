@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Prepare, on the controller, everything the Docker hosts need to build the
+# test and demo MCP server images without any network (the air-gapped path):
+#   .cache/images/fleetops-runtime-trixie.tar  the runtime base image (docker save)
+#   .cache/mcp-images/reference/               reference server build context
+#   .cache/mcp-images/time/                    mcp-server-time + supergateway context
+#   .cache/mcp-images/broken/                  an image that fails at start
+# Wheels are fetched for the runtime image's Python (3.13), so they need not
+# match this machine's Python. Re-running reuses what is already there.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SRC="$ROOT/tests/harness/mcp-images"
+OUT="$ROOT/.cache/mcp-images"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+ARCH=$(uname -m)
+mkdir -p "$OUT" "$ROOT/.cache/images"
+
+wheels() {
+  local dest="$1" reqs="$2" stamp
+  stamp=$(cat "$reqs" | sha256sum | cut -c1-16)
+  if [ -f "$dest/.stamp" ] && [ "$(cat "$dest/.stamp")" = "$stamp" ]; then
+    return 0
+  fi
+  rm -rf "$dest" && mkdir -p "$dest"
+  "$PY" -m pip download -q --disable-pip-version-check --dest "$dest" \
+    --only-binary=:all: --implementation cp --python-version 3.13 --abi cp313 --abi abi3 --abi none \
+    --platform "manylinux2014_${ARCH}" --platform "manylinux_2_17_${ARCH}" \
+    --platform "manylinux_2_28_${ARCH}" --platform "manylinux_2_34_${ARCH}" \
+    -r "$reqs" pip
+  # A stable name for the pip wheel that runs the install inside the build.
+  mv "$dest"/pip-*.whl "$dest/pip.whl"
+  echo "$stamp" >"$dest/.stamp"
+}
+
+context() {
+  local name="$1"
+  rm -rf "$OUT/$name.new" && mkdir -p "$OUT/$name.new"
+  cp -a "$SRC/$name/." "$OUT/$name.new/"
+}
+
+# Runtime base image, saved once per image id.
+runtime_id=$(docker image inspect -f '{{.Id}}' fleetops/runtime:trixie)
+archive="$ROOT/.cache/images/fleetops-runtime-trixie.tar"
+if [ "$(cat "$archive.id" 2>/dev/null)" != "$runtime_id" ]; then
+  docker save -o "$archive" fleetops/runtime:trixie
+  echo "$runtime_id" >"$archive.id"
+fi
+echo "runtime base: $archive ($(du -h "$archive" | cut -f1))"
+
+# Reference server.
+context reference
+cp "$ROOT/roles/mcp_server/files/reference_server/fleetops_reference_server.py" \
+   "$ROOT/roles/mcp_server/files/reference_server/requirements.txt" "$OUT/reference.new/"
+wheels "$ROOT/.cache/wheels/reference" "$OUT/reference.new/requirements.txt"
+cp -a "$ROOT/.cache/wheels/reference" "$OUT/reference.new/wheels"
+rm -f "$OUT/reference.new/wheels/.stamp"
+
+# mcp-server-time behind supergateway.
+context time
+wheels "$ROOT/.cache/wheels/time" "$OUT/time.new/requirements.txt"
+cp -a "$ROOT/.cache/wheels/time" "$OUT/time.new/wheels"
+rm -f "$OUT/time.new/wheels/.stamp"
+bridge="$ROOT/.cache/bridge"
+if [ ! -f "$bridge/bridge.tar.gz" ] || ! cmp -s "$SRC/time/package.json" "$bridge/package.json"; then
+  rm -rf "$bridge" && mkdir -p "$bridge"
+  cp "$SRC/time/package.json" "$bridge/"
+  (cd "$bridge" && npm install --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
+  tar -C "$bridge" -czf "$bridge/bridge.tar.gz" node_modules package.json
+fi
+cp "$bridge/bridge.tar.gz" "$OUT/time.new/"
+rm -f "$OUT/time.new/package.json"
+
+context broken
+
+for name in reference time broken; do
+  rm -rf "$OUT/$name" && mv "$OUT/$name.new" "$OUT/$name"
+  echo "build context $name: $(du -sh "$OUT/$name" | cut -f1)"
+done

@@ -1,0 +1,97 @@
+"""The fleet model: every class of bad MCP server declaration is named precisely."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet
+
+GOOD = [
+    {"name": "reference", "image": "fleetops/mcp-reference:1.0.0", "host_port": 18080, "replicas": 2},
+    {"name": "time", "image": "fleetops/mcp-time:1.0.0", "transport": "stdio", "host_port": 18090,
+     "stdio_command": ["mcp-server-time"]},
+]
+
+
+def with_change(index, **change):
+    servers = copy.deepcopy(GOOD)
+    servers[index].update(change)
+    return servers
+
+
+def test_good_fleet_has_no_errors():
+    assert _fleet.validate(GOOD) == []
+    assert _fleet.validate(None) == []
+
+
+def test_normalize_fills_defaults_and_lists_containers():
+    fleet = _fleet.normalize(GOOD)
+    ref, time = fleet
+    assert ref["transport"] == "streamable-http" and ref["path"] == "/mcp"
+    assert ref["resources"] == {"memory": "256m", "cpus": 1.0, "pids": 256}
+    assert [c["name"] for c in ref["containers"]] == ["mcp-reference-1", "mcp-reference-2"]
+    assert [c["host_port"] for c in ref["containers"]] == [18080, 18081]
+    assert time["user"] == "10001:10001"
+    assert _fleet.host_ports(GOOD) == [18080, 18081, 18090]
+
+
+def test_partial_nested_values_merge_with_defaults():
+    fleet = _fleet.normalize(with_change(0, resources={"memory": "1g"}, healthcheck={"retries": 5}))
+    assert fleet[0]["resources"] == {"memory": "1g", "cpus": 1.0, "pids": 256}
+    assert fleet[0]["healthcheck"]["retries"] == 5 and fleet[0]["healthcheck"]["path"] == "/health"
+
+
+def test_hosts_restrict_where_a_server_runs():
+    servers = with_change(1, hosts=["dh-1"])
+    assert [s["name"] for s in _fleet.normalize(servers, "dh-2")] == ["reference"]
+    assert _fleet.host_ports(servers, "dh-1") == [18080, 18081, 18090]
+
+
+@pytest.mark.parametrize(
+    ("servers", "expected"),
+    [
+        (with_change(1, name="reference"), "mcp server 'reference': name is declared twice (entries 1 and 2)"),
+        (with_change(1, host_port=18081), "mcp server 'time': host_port 18081-18081 overlaps mcp server 'reference' (18080-18081)"),
+        (with_change(0, resources={"memory": "lots"}), "mcp server 'reference': resources.memory 'lots' is not a size"),
+        (with_change(0, transport="grpc"), "mcp server 'reference': transport 'grpc' is not one of streamable-http, sse, stdio"),
+        (with_change(0, image="fleetops/mcp-reference"), "mcp server 'reference': image 'fleetops/mcp-reference' has no tag or digest"),
+        (with_change(0, image="Not An Image:1"), "mcp server 'reference': image 'Not An Image:1' is not a valid image reference"),
+        (with_change(0, port=70000), "mcp server 'reference': port 70000 must be a whole number from 1 to 65535"),
+        (with_change(0, host_port="x"), "mcp server 'reference': host_port 'x' must be a whole number"),
+        (with_change(0, replicas=0), "mcp server 'reference': replicas 0 must be a whole number from 1 to 64"),
+        (with_change(0, user="root"), "mcp server 'reference': user 'root' is root"),
+        (with_change(0, user="0:0"), "mcp server 'reference': user '0:0' is root"),
+        (with_change(1, stdio_command=None), "mcp server 'time': stdio_command is required with transport stdio"),
+        (with_change(0, image_source="build"), "mcp server 'reference': build_context is required"),
+        (with_change(0, image_source="ftp"), "mcp server 'reference': image_source 'ftp' is not one of"),
+        (with_change(0, env={"BAD-NAME": "1"}), "mcp server 'reference': env name 'BAD-NAME' is not a valid variable name"),
+        (with_change(0, secrets=["../etc/passwd"]), "mcp server 'reference': secret name '../etc/passwd'"),
+        (with_change(0, volumes=[{"source": "data", "target": "relative"}]), "volumes[0].target 'relative' must be an absolute path"),
+        (with_change(0, volumes=[{"target": "/data"}]), "mcp server 'reference': volumes[0] needs source and target"),
+        (with_change(0, healthcheck={"interval": "often"}), "healthcheck.interval 'often' is not a duration"),
+        (with_change(0, resources={"cpus": "fast"}), "resources.cpus 'fast' must be a number above 0"),
+        (with_change(0, stop_grace_period=0), "stop_grace_period 0 must be whole seconds"),
+        (with_change(0, colour="blue"), "mcp server 'reference': colour is not a known field"),
+        (with_change(0, name="Bad_Name"), "name 'Bad_Name' must be 1-40 lower-case letters"),
+        ([{"name": "x", "host_port": 1}], "mcp server 'x': image is required"),
+        ([{"name": "x", "image": "a:1"}], "mcp server 'x': host_port is required"),
+        (["just-a-string"], "mcp server #1: each server must be a mapping"),
+        ({"name": "x"}, "mcp servers must be a list"),
+    ],
+)
+def test_bad_declarations_are_named(servers, expected):
+    errors = _fleet.validate(servers)
+    assert any(expected in e for e in errors), errors
+
+
+def test_port_overlap_only_matters_on_shared_hosts():
+    servers = with_change(1, host_port=18081, hosts=["dh-9"])
+    servers[0]["hosts"] = ["dh-1"]
+    assert _fleet.validate(servers) == []
+
+
+def test_normalize_refuses_invalid_declarations():
+    with pytest.raises(ValueError, match="transport 'grpc'"):
+        _fleet.normalize(with_change(0, transport="grpc"))
