@@ -48,6 +48,13 @@ def docker_ulimits(ulimits):
     return out
 
 
+def docker_volume_spec(volume):
+    """``{source, target, writable}`` -> ``source:target:ro`` (``:rw`` when writable)."""
+    if not isinstance(volume, dict) or "source" not in volume or "target" not in volume:
+        raise AnsibleFilterError("docker_volume_spec expects a mapping with source and target, got %r" % (volume,))
+    return "%s:%s:%s" % (volume["source"], volume["target"], "rw" if volume.get("writable") else "ro")
+
+
 def mcp_fleet_errors(servers):
     """Problems in a declared MCP server list, each naming the server and field."""
     return _fleet.validate(servers)
@@ -76,6 +83,7 @@ class FilterModule:
         return {
             "changed_keys": changed_keys,
             "docker_ulimits": docker_ulimits,
+            "docker_volume_spec": docker_volume_spec,
             "mcp_fleet": mcp_fleet,
             "mcp_fleet_errors": mcp_fleet_errors,
             "mcp_host_ports": mcp_host_ports,

@@ -193,6 +193,8 @@ def _check_one(where, server, errors):
     user = str(server.get("user", DEFAULTS["user"]))
     if user.split(":")[0] in ("", "0", "root"):
         errors.append("%s: user %r is root; MCP servers run as a non-root user" % (where, user))
+    elif server.get("secrets") and not re.match(r"^[0-9]+(:[0-9]+)?$", user):
+        errors.append("%s: user %r must be a numeric uid[:gid] when secrets are mounted (they are owned by it)" % (where, user))
     for key in ("labels",):
         if not isinstance(server.get(key, {}), dict):
             errors.append("%s: %s must be a mapping" % (where, key))

@@ -1,0 +1,204 @@
+"""Behaviour of fleetops.mcp.mcp_server: MCP answered, hardening, bridge, restarts, rollouts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import pytest
+import testinfra
+
+from fleetops_testlib import container_ip, run_playbook
+
+sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".cache", "collections"))
+from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient  # noqa: E402
+
+HOSTS = ["ms-1", "ms-2"]
+# (container, published port, path, expected tool)
+REPLICAS = [
+    ("mcp-reference-1", 18080, "/mcp", "whoami"),
+    ("mcp-reference-2", 18081, "/mcp", "whoami"),
+    ("mcp-reference-stateless-1", 18090, "/mcp", "whoami"),
+    ("mcp-time-1", 18100, "/mcp", "get_current_time"),
+]
+
+
+def docker_host(name):
+    return testinfra.get_host(f"docker://{name}")
+
+
+def inspect(host, name):
+    result = host.run(f"docker inspect {name}")
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+def probe(address, port, path, protocol, **call):
+    client = MCPClient(f"http://{address}:{port}{path}", timeout=10)
+    if protocol == "handshake":
+        return client.run_handshake(**call).as_dict()
+    return client.run_sessionless(**call).as_dict()
+
+
+def wait_for_mcp(address, port, path, deadline_s=60):
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            return probe(address, port, path, "handshake")
+        except Exception:  # noqa: BLE001 - any failure means not ready yet
+            if time.monotonic() > end:
+                raise
+            time.sleep(1)
+
+
+@pytest.mark.parametrize("name", HOSTS)
+@pytest.mark.parametrize("protocol", ["handshake", "sessionless"])
+@pytest.mark.parametrize(("container", "port", "path", "tool"), REPLICAS, ids=[r[0] for r in REPLICAS])
+def test_every_replica_answers_tools_list_over_the_network(name, protocol, container, port, path, tool):
+    result = probe(container_ip(name), port, path, protocol)
+    assert tool in result["tools"]
+    assert result["protocol_version"] == ("2026-07-28" if protocol == "sessionless" else "2025-11-25")
+
+
+@pytest.mark.parametrize("name", HOSTS)
+@pytest.mark.parametrize("protocol", ["handshake", "sessionless"])
+def test_third_party_stdio_server_answers_tools_call_through_the_bridge(name, protocol):
+    result = probe(container_ip(name), 18100, "/mcp", protocol,
+                   call_tool="get_current_time", tool_arguments={"timezone": "Europe/Paris"})
+    call = result["tool_result"]
+    assert call["is_error"] is False
+    assert json.loads(call["content"][0]["text"])["timezone"] == "Europe/Paris"
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_replicas_are_distinct_instances(name):
+    address = container_ip(name)
+    seen = {json.dumps(probe(address, port, "/mcp", "handshake", call_tool="whoami")["tool_result"]["content"])
+            for port in (18080, 18081)}
+    assert len(seen) == 2
+
+
+@pytest.mark.parametrize("name", HOSTS)
+@pytest.mark.parametrize("container", [r[0] for r in REPLICAS])
+def test_containers_are_hardened(name, container):
+    info = inspect(docker_host(name), container)
+    config, host_config = info["Config"], info["HostConfig"]
+    assert config["User"] == "10001:10001"
+    assert host_config["ReadonlyRootfs"] is True
+    assert host_config["CapDrop"] == ["ALL"]
+    assert not host_config.get("CapAdd")
+    assert "no-new-privileges:true" in host_config["SecurityOpt"]
+    assert host_config["Privileged"] is False
+    assert host_config["Memory"] > 0 and host_config["MemorySwap"] == host_config["Memory"]
+    assert host_config["NanoCpus"] > 0
+    assert host_config["PidsLimit"] > 0
+    assert host_config["RestartPolicy"]["Name"] == "unless-stopped"
+    assert "/tmp" in host_config["Tmpfs"]
+    assert host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
+    assert config["Healthcheck"]["Test"][0] == "CMD"
+    assert config["Labels"]["org.fleetops.mcp.managed"] == "true"
+    assert info["State"]["Health"]["Status"] in ("healthy", "starting")
+
+
+def test_declared_limits_and_labels_reach_the_container():
+    info = inspect(docker_host("ms-1"), "mcp-reference-1")
+    assert info["HostConfig"]["Memory"] == 128 * 1024 * 1024
+    assert info["HostConfig"]["NanoCpus"] == 500_000_000
+    assert info["HostConfig"]["PidsLimit"] == 64
+    assert info["Config"]["Labels"]["team"] == "platform"
+    assert info["Config"]["StopTimeout"] == 10
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_processes_in_containers_run_unprivileged(name):
+    host = docker_host(name)
+    status = host.run("docker exec mcp-reference-1 cat /proc/1/status").stdout
+    assert "NoNewPrivs:\t1" in status
+    assert "CapEff:\t0000000000000000" in status
+    assert host.run("docker exec mcp-reference-1 touch /opt/x").rc != 0  # read-only root
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_killed_main_process_comes_back_by_restart_policy(name):
+    host = docker_host(name)
+    before = inspect(host, "mcp-reference-2")
+    assert host.run(f"kill -9 {before['State']['Pid']}").rc == 0
+    end = time.monotonic() + 60
+    while True:
+        after = inspect(host, "mcp-reference-2")
+        if after["RestartCount"] > before["RestartCount"] and after["State"]["Running"]:
+            break
+        assert time.monotonic() < end, "the container did not come back"
+        time.sleep(1)
+    assert "whoami" in wait_for_mcp(container_ip(name), 18081, "/mcp")["tools"]
+
+
+@pytest.mark.parametrize(
+    ("fleet", "message"),
+    [
+        ([{"name": "a", "image": "x:1", "host_port": 1}, {"name": "a", "image": "x:1", "host_port": 2}],
+         "mcp server 'a': name is declared twice"),
+        ([{"name": "a", "image": "x:1", "host_port": 9000}, {"name": "b", "image": "x:1", "host_port": 9000}],
+         "mcp server 'b': host_port 9000-9000 overlaps mcp server 'a'"),
+        ([{"name": "a", "image": "x:1", "host_port": 9000, "resources": {"memory": "lots"}}],
+         "mcp server 'a': resources.memory 'lots' is not a size"),
+        ([{"name": "a", "image": "x:1", "host_port": 9000, "transport": "carrier-pigeon"}],
+         "mcp server 'a': transport 'carrier-pigeon' is not one of"),
+    ],
+    ids=["duplicate-name", "port-clash", "memory-lots", "unknown-transport"],
+)
+def test_bad_fleet_fails_first_naming_server_and_field(fleet, message):
+    result = run_playbook("bad_input.yml", extra_vars={"fleetops_mcp_servers": fleet})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output
+    # It failed in the first task: nothing was deployed or changed.
+    assert "changed=0" in output and "Check the MCP server declarations" in output
+
+
+def images_of(name, server="reference"):
+    host = docker_host(name)
+    return {c: inspect(host, c)["Config"]["Image"] for c in (f"mcp-{server}-1", f"mcp-{server}-2")}
+
+
+def started_at(name):
+    host = docker_host(name)
+    return {c: inspect(host, c)["State"]["StartedAt"] for c in ("mcp-reference-1", "mcp-reference-2")}
+
+
+def test_rolling_update_to_a_new_tag_completes_on_every_host():
+    context = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".cache", "mcp-images", "reference")
+    result = run_playbook("../../playbooks/rolling_update.yml", extra_vars={
+        "rollout_server": "reference", "rollout_image": "fleetops/mcp-reference:1.1.0",
+        "rollout_build_context": context})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    for name in HOSTS:
+        assert set(images_of(name).values()) == {"fleetops/mcp-reference:1.1.0"}
+        for port in (18080, 18081):
+            assert "whoami" in probe(container_ip(name), port, "/mcp", "handshake")["tools"]
+    # Only the rolled-out server was touched.
+    assert inspect(docker_host("ms-1"), "mcp-time-1")["Config"]["Image"] == "fleetops/mcp-time:2026.10.19"
+
+
+def test_rolling_update_to_a_broken_image_stops_with_the_old_version_serving():
+    context = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".cache", "mcp-images", "broken")
+    untouched = started_at("ms-2")
+    before = {name: images_of(name) for name in HOSTS}
+    result = run_playbook(
+        "../../playbooks/rolling_update.yml",
+        extra_vars={"rollout_server": "reference", "rollout_image": "fleetops/mcp-reference:broken",
+                    "rollout_build_context": context, "mcp_server_probe_retries": 8})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Rollout of reference to fleetops/mcp-reference:broken failed on ms-1" in output, output[-4000:]
+    # The first host was rolled back to what it ran before, and serves again ...
+    assert images_of("ms-1") == before["ms-1"]
+    for port in (18080, 18081):
+        assert "whoami" in wait_for_mcp(container_ip("ms-1"), port, "/mcp")["tools"]
+    # ... and the second host was never touched.
+    assert started_at("ms-2") == untouched
+    assert images_of("ms-2") == before["ms-2"]
+    for port in (18080, 18081):
+        assert "whoami" in probe(container_ip("ms-2"), port, "/mcp", "handshake")["tools"]
