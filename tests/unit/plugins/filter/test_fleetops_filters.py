@@ -5,11 +5,21 @@ from __future__ import annotations
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.fleetops.mcp.plugins.filter.fleetops import FilterModule, changed_keys, docker_ulimits
+from ansible_collections.fleetops.mcp.plugins.filter.fleetops import (
+    FilterModule,
+    changed_keys,
+    docker_ulimits,
+    docker_volume_spec,
+    mcp_fleet,
+    mcp_fleet_errors,
+    mcp_host_ports,
+)
 
 
 def test_filters_are_registered():
-    assert set(FilterModule().filters()) == {"changed_keys", "docker_ulimits"}
+    assert set(FilterModule().filters()) == {
+        "changed_keys", "docker_ulimits", "docker_volume_spec", "mcp_fleet", "mcp_fleet_errors", "mcp_host_ports",
+    }
 
 
 @pytest.mark.parametrize(
@@ -51,3 +61,19 @@ def test_docker_ulimits_converts_to_daemon_json_form():
 def test_docker_ulimits_rejects_bad_shapes(value, message):
     with pytest.raises(AnsibleFilterError, match=message):
         docker_ulimits(value)
+
+
+def test_docker_volume_spec():
+    assert docker_volume_spec({"source": "data", "target": "/data"}) == "data:/data:ro"
+    assert docker_volume_spec({"source": "/srv/x", "target": "/x", "writable": True}) == "/srv/x:/x:rw"
+    with pytest.raises(AnsibleFilterError, match="source and target"):
+        docker_volume_spec({"target": "/x"})
+
+
+def test_fleet_filters_wrap_the_model():
+    servers = [{"name": "a", "image": "a:1", "host_port": 9000, "replicas": 2}]
+    assert mcp_fleet_errors(servers) == []
+    assert mcp_fleet(servers)[0]["containers"][1]["name"] == "mcp-a-2"
+    assert mcp_host_ports(servers) == [9000, 9001]
+    with pytest.raises(AnsibleFilterError, match="invalid MCP server declaration: mcp server 'a': transport"):
+        mcp_fleet([dict(servers[0], transport="grpc")])

@@ -63,6 +63,7 @@ def test_hosts_restrict_where_a_server_runs():
         (with_change(0, replicas=0), "mcp server 'reference': replicas 0 must be a whole number from 1 to 64"),
         (with_change(0, user="root"), "mcp server 'reference': user 'root' is root"),
         (with_change(0, user="0:0"), "mcp server 'reference': user '0:0' is root"),
+        (with_change(0, user="mcp", secrets=["token"]), "user 'mcp' must be a numeric uid[:gid] when secrets are mounted"),
         (with_change(1, stdio_command=None), "mcp server 'time': stdio_command is required with transport stdio"),
         (with_change(0, image_source="build"), "mcp server 'reference': build_context is required"),
         (with_change(0, image_source="ftp"), "mcp server 'reference': image_source 'ftp' is not one of"),
