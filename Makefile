@@ -5,7 +5,8 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-DEMO_SCENARIO ?= docker_host
+DEMO_SCENARIO ?= mcp_servers
+export FLEETOPS_CACHE := $(CURDIR)/.cache
 
 .PHONY: help test lint unit package molecule demo demo-destroy venv host images clean
 
@@ -36,10 +37,12 @@ venv: ## the pinned Python tool chain in .venv
 images: host ## Debian base images: systemd test hosts (12, 13) and the MCP runtime (13)
 	FLEETOPS_APT_PROXY=http://127.0.0.1:3142 tests/harness/build-base-images.sh
 
-demo: ## create the demo hosts and converge them; they stay running
+demo: ## create the demo fleet (inventories/local) and converge it; it stays running
 	tests/harness/run.sh host venv images
-	molecule create -s $(DEMO_SCENARIO) && molecule converge -s $(DEMO_SCENARIO)
-	@echo "demo hosts: molecule login -s $(DEMO_SCENARIO) -h <host>; remove with make demo-destroy"
+	molecule create -s $(DEMO_SCENARIO)
+	molecule prepare -s $(DEMO_SCENARIO) --force
+	molecule converge -s $(DEMO_SCENARIO)
+	python tests/harness/demo_summary.py
 
 demo-destroy: ## remove the demo hosts
 	tests/harness/run.sh venv

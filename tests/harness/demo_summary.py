@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Print what `make demo` left running, and prove it with real MCP calls.
+
+Reads the demo inventory (inventories/local), finds each Docker host's
+address, and for every declared MCP server replica runs a real MCP exchange
+(initialize or server/discover, tools/list); it calls one tool on each server.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / ".cache" / "collections"))
+from ansible_collections.fleetops.mcp.plugins.module_utils._fleet import normalize  # noqa: E402
+from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient  # noqa: E402
+
+CALLS = {"reference": ("whoami", {}), "time": ("get_current_time", {"timezone": "UTC"})}
+
+
+def address(container: str) -> str:
+    out = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", container],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return out[0]
+
+
+def main() -> int:
+    inventory = yaml.safe_load((ROOT / "inventories/local/hosts.yml").read_text())
+    hosts = sorted(inventory["all"]["children"]["docker_hosts"]["hosts"])
+    servers = yaml.safe_load((ROOT / "inventories/local/group_vars/all/mcp_servers.yml").read_text())["fleetops_mcp_servers"]
+    failures = 0
+    print("\nfleetops.mcp demo: MCP servers on local systemd Docker hosts\n")
+    for host in hosts:
+        ip = address(host)
+        for server in normalize(servers, host):
+            for replica in server["containers"]:
+                url = f"http://{ip}:{replica['host_port']}{server['path']}"
+                call = CALLS.get(server["name"].split("-")[0])
+                try:
+                    result = MCPClient(url, timeout=15).probe(
+                        protocol="auto", call_tool=call[0] if call else None,
+                        tool_arguments=call[1] if call else None).as_dict()
+                    text = ""
+                    if result.get("tool_result"):
+                        text = result["tool_result"]["content"][0].get("text", "").replace("\n", " ")[:70]
+                        text = f" | {call[0]} -> {text}"
+                    print(f"  {url:42} {result['protocol_version']:10} tools={','.join(result['tools'])}{text}")
+                except Exception as exc:  # noqa: BLE001 - report every failure, keep going
+                    failures += 1
+                    print(f"  {url:42} FAILED: {exc}")
+    print("\nTry it: python -c \"import json,sys; sys.path.insert(0,'.cache/collections'); "
+          "from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient; "
+          f"print(json.dumps(MCPClient('http://{address(hosts[0])}:18080/mcp').probe(call_tool='whoami').as_dict(), indent=1))\"")
+    print("Remove it all with: make demo-destroy\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
