@@ -5,6 +5,9 @@
 #   .cache/mcp-images/reference/               reference server build context
 #   .cache/mcp-images/time/                    mcp-server-time + supergateway context
 #   .cache/mcp-images/broken/                  an image that fails at start
+#   .cache/images/fleetops-mcp-reference-1.0.0.tar
+#                                              the reference image built here and
+#                                              saved, for the image_source: archive path
 # Wheels are fetched for the runtime image's Python (3.13), so they need not
 # match this machine's Python. Re-running reuses what is already there.
 set -euo pipefail
@@ -76,3 +79,16 @@ for name in reference time broken; do
   rm -rf "$OUT/$name" && mv "$OUT/$name.new" "$OUT/$name"
   echo "build context $name: $(du -sh "$OUT/$name" | cut -f1)"
 done
+
+# The reference image built on this machine and saved: what an air-gapped
+# site receives when images are built elsewhere. Saved again only when the
+# built image changes.
+DOCKER_BUILDKIT=0 docker build -q --network none --build-arg VERSION=1.0.0 \
+  -t fleetops/mcp-reference-archived:1.0.0 "$OUT/reference" >/dev/null
+archived_id=$(docker image inspect -f '{{.Id}}' fleetops/mcp-reference-archived:1.0.0)
+archived="$ROOT/.cache/images/fleetops-mcp-reference-1.0.0.tar"
+if [ "$(cat "$archived.id" 2>/dev/null)" != "$archived_id" ]; then
+  docker save -o "$archived" fleetops/mcp-reference-archived:1.0.0
+  echo "$archived_id" >"$archived.id"
+fi
+echo "image archive: $archived ($(du -h "$archived" | cut -f1))"

@@ -102,6 +102,29 @@ def test_containers_are_hardened(name, container):
     assert info["State"]["Health"]["Status"] in ("healthy", "starting")
 
 
+@pytest.mark.parametrize("name", HOSTS)
+def test_secret_is_a_read_only_file_only_the_container_user_reads(name):
+    host = docker_host(name)
+    assert host.run("docker exec mcp-reference-stateless-1 cat /run/secrets/api_key").stdout == f"demo-api-key-{name}\n"
+    # Read-only mount, and not readable by another uid inside the container.
+    assert host.run("docker exec mcp-reference-stateless-1 sh -c 'echo x > /run/secrets/api_key'").rc != 0
+    assert host.run("docker exec -u 10002 mcp-reference-stateless-1 cat /run/secrets/api_key").rc != 0
+    # Nor is it in the container's environment or image.
+    env = inspect(host, "mcp-reference-stateless-1")["Config"]["Env"]
+    assert not any("demo-api-key" in e for e in env)
+    secret_dir = host.file("/etc/fleetops/secrets/reference-stateless")
+    assert secret_dir.mode == 0o500 and secret_dir.uid == 10001
+    assert host.file("/etc/fleetops/secrets/reference-stateless/api_key").mode == 0o400
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_archived_image_was_loaded_not_built(name):
+    info = inspect(docker_host(name), "mcp-reference-stateless-1")
+    assert info["Config"]["Image"] == "fleetops/mcp-reference-archived:1.0.0"
+    assert docker_host(name).run(
+        "test -f /var/lib/fleetops/mcp/archives/fleetops_mcp-reference-archived_1.0.0.tar").rc == 0
+
+
 def test_declared_limits_and_labels_reach_the_container():
     info = inspect(docker_host("ms-1"), "mcp-reference-1")
     assert info["HostConfig"]["Memory"] == 128 * 1024 * 1024
@@ -156,6 +179,18 @@ def test_bad_fleet_fails_first_naming_server_and_field(fleet, message):
     assert message in output, output
     # It failed in the first task: nothing was deployed or changed.
     assert "changed=0" in output and "Check the MCP server declarations" in output
+
+
+def test_undelivered_secret_fails_naming_server_and_secret():
+    fleet = [{"name": "reference", "image": "fleetops/mcp-reference:1.0.0", "host_port": 18080,
+              "replicas": 2, "secrets": ["db_password"]}]
+    before = started_at("ms-1")
+    result = run_playbook("bad_input.yml", limit="ms-1", extra_vars={"fleetops_mcp_servers": fleet})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "mcp server \"reference\": secret \"db_password\" is missing at /etc/fleetops/secrets/reference/db_password" in output, output
+    # No container was replaced.
+    assert started_at("ms-1") == before
 
 
 def images_of(name, server="reference"):
