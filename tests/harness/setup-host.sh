@@ -7,6 +7,9 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HOST_PACKAGES=(docker.io debootstrap apt-cacher-ng python3-venv make curl)
+# npm fetches the stdio bridge (supergateway) for the test images; only the
+# package files are used (they run on the image's Node.js), so Debian's npm
+# does, but a machine that already has npm keeps its own.
 
 need_root() {
   [ "$(id -u)" -eq 0 ] || { echo "the test harness must run as root" >&2; exit 1; }
@@ -17,6 +20,7 @@ packages() {
   for pkg in "${HOST_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
   done
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
   if [ "${#missing[@]}" -eq 0 ]; then
     echo "host packages: present"
     return 0
