@@ -76,6 +76,14 @@ def mcp_host_ports(servers, host=None):
         raise AnsibleFilterError("invalid MCP server declaration: %s" % exc)
 
 
+def mcp_lb_routes(servers, backends):
+    """Load balancer routes for the declared MCP servers over the given Docker hosts."""
+    try:
+        return _fleet.lb_routes(servers, backends)
+    except ValueError as exc:
+        raise AnsibleFilterError("cannot route the MCP servers: %s" % exc)
+
+
 class FilterModule:
     """fleetops.mcp filters."""
 
@@ -87,4 +95,5 @@ class FilterModule:
             "mcp_fleet": mcp_fleet,
             "mcp_fleet_errors": mcp_fleet_errors,
             "mcp_host_ports": mcp_host_ports,
+            "mcp_lb_routes": mcp_lb_routes,
         }

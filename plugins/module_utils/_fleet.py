@@ -294,3 +294,65 @@ def normalize(servers, host=None):
 def host_ports(servers, host=None):
     """Sorted published host ports of the servers that run on ``host``."""
     return sorted({c["host_port"] for s in normalize(servers, host) for c in s["containers"]})
+
+
+def _var_name(name):
+    """A server name as an nginx variable / upstream name fragment."""
+    return re.sub(r"[^a-z0-9_]", "_", name)
+
+
+def backend_tag(address, port):
+    """Deterministic short tag for a backend, the same on every load balancer.
+
+    Derived from ``address:port`` alone, so adding or removing other
+    backends never changes the tag (and so the routing) of existing sessions.
+    """
+    import hashlib
+
+    return "b" + hashlib.sha1(("%s:%d" % (address, int(port))).encode("ascii")).hexdigest()[:10]
+
+
+def lb_routes(servers, backends):
+    """What the load balancers route: one entry per HTTP-reachable MCP server.
+
+    ``backends`` is a list of ``{"host": inventory name, "address": IP or
+    name}`` for the Docker hosts. Each route lists every replica on every
+    host that runs the server, with its tag and its own upstream name (for
+    session pinning), plus the pool upstream for new sessions and
+    stateless servers.
+    """
+    if not isinstance(backends, list) or not all(isinstance(b, dict) and b.get("host") and b.get("address") for b in backends):
+        raise ValueError("backends must be a list of {host, address} mappings")
+    routes = []
+    for server in normalize(servers):
+        upstream = "mcp_" + _var_name(server["name"])
+        members = []
+        for backend in backends:
+            if server["hosts"] is not None and backend["host"] not in server["hosts"]:
+                continue
+            for container in server["containers"]:
+                tag = backend_tag(backend["address"], container["host_port"])
+                members.append({
+                    "host": backend["host"],
+                    "address": backend["address"],
+                    "port": container["host_port"],
+                    "container": container["name"],
+                    "tag": tag,
+                    "upstream": "%s_%s" % (upstream, tag),
+                })
+        if not members:
+            raise ValueError("mcp server %r: no Docker host in the backends runs it" % server["name"])
+        tags = [m["tag"] for m in members]
+        if len(set(tags)) != len(tags):
+            raise ValueError("mcp server %r: two backends share an address and port" % server["name"])
+        routes.append({
+            "name": server["name"],
+            "var": _var_name(server["name"]),
+            "public_path": "/mcp/" + server["name"],
+            "backend_path": server["path"],
+            "stateless": server["stateless"],
+            "transport": server["transport"],
+            "upstream": upstream,
+            "members": members,
+        })
+    return routes

@@ -13,12 +13,14 @@ from ansible_collections.fleetops.mcp.plugins.filter.fleetops import (
     mcp_fleet,
     mcp_fleet_errors,
     mcp_host_ports,
+    mcp_lb_routes,
 )
 
 
 def test_filters_are_registered():
     assert set(FilterModule().filters()) == {
         "changed_keys", "docker_ulimits", "docker_volume_spec", "mcp_fleet", "mcp_fleet_errors", "mcp_host_ports",
+        "mcp_lb_routes",
     }
 
 
@@ -77,3 +79,10 @@ def test_fleet_filters_wrap_the_model():
     assert mcp_host_ports(servers) == [9000, 9001]
     with pytest.raises(AnsibleFilterError, match="invalid MCP server declaration: mcp server 'a': transport"):
         mcp_fleet([dict(servers[0], transport="grpc")])
+
+
+def test_lb_routes_filter_names_the_problem():
+    servers = [{"name": "a", "image": "a:1", "host_port": 9000}]
+    assert mcp_lb_routes(servers, [{"host": "h", "address": "10.1.1.1"}])[0]["members"][0]["port"] == 9000
+    with pytest.raises(AnsibleFilterError, match="cannot route the MCP servers: backends must be"):
+        mcp_lb_routes(servers, [{"host": "h"}])
