@@ -84,6 +84,26 @@ def mcp_lb_routes(servers, backends):
         raise AnsibleFilterError("cannot route the MCP servers: %s" % exc)
 
 
+def mcp_lb_backends(hosts, hostvars):
+    """``[{host, address}]`` for the Docker hosts the load balancers send to.
+
+    The address is the host's ``fleetops_address`` when set, else its default
+    IPv4 address (facts), else ``ansible_host``, else the inventory name.
+    """
+    out = []
+    for host in hosts or []:
+        hv = hostvars[host]
+        facts = hv.get("ansible_facts") or {}
+        address = (
+            hv.get("fleetops_address")
+            or (facts.get("default_ipv4") or {}).get("address")
+            or hv.get("ansible_host")
+            or host
+        )
+        out.append({"host": host, "address": str(address)})
+    return out
+
+
 class FilterModule:
     """fleetops.mcp filters."""
 
@@ -95,5 +115,6 @@ class FilterModule:
             "mcp_fleet": mcp_fleet,
             "mcp_fleet_errors": mcp_fleet_errors,
             "mcp_host_ports": mcp_host_ports,
+            "mcp_lb_backends": mcp_lb_backends,
             "mcp_lb_routes": mcp_lb_routes,
         }

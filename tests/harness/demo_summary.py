@@ -32,6 +32,7 @@ def address(container: str) -> str:
 def main() -> int:
     inventory = yaml.safe_load((ROOT / "inventories/local/hosts.yml").read_text())
     hosts = sorted(inventory["all"]["children"]["docker_hosts"]["hosts"])
+    lbs = sorted(inventory["all"]["children"].get("load_balancers", {}).get("hosts", {}))
     servers = yaml.safe_load((ROOT / "inventories/local/group_vars/all/mcp_servers.yml").read_text())["fleetops_mcp_servers"]
     failures = 0
     print("\nfleetops.mcp demo: MCP servers on local systemd Docker hosts\n")
@@ -53,9 +54,24 @@ def main() -> int:
                 except Exception as exc:  # noqa: BLE001 - report every failure, keep going
                     failures += 1
                     print(f"  {url:42} FAILED: {exc}")
-    print("\nTry it: python -c \"import json,sys; sys.path.insert(0,'.cache/collections'); "
-          "from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient; "
-          f"print(json.dumps(MCPClient('http://{address(hosts[0])}:18080/mcp').probe(call_tool='whoami').as_dict(), indent=1))\"")
+    for lb in lbs:
+        ip = address(lb)
+        for server in normalize(servers):
+            url = f"http://{ip}/mcp/{server['name']}"
+            call = CALLS.get(server["name"].split("-")[0])
+            try:
+                result = MCPClient(url, timeout=15).probe(
+                    protocol="auto", call_tool=call[0] if call else None,
+                    tool_arguments=call[1] if call else None).as_dict()
+                text = result["tool_result"]["content"][0].get("text", "").replace("\n", " ")[:50] if call else ""
+                print(f"  {url:42} via load balancer {lb}: {call[0] if call else 'tools/list'} -> {text}")
+            except Exception as exc:  # noqa: BLE001 - report every failure, keep going
+                failures += 1
+                print(f"  {url:42} FAILED: {exc}")
+    if lbs:
+        print("\nTry it: python -c \"import json,sys; sys.path.insert(0,'.cache/collections'); "
+              "from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient; "
+              f"print(json.dumps(MCPClient('http://{address(lbs[0])}/mcp/reference').probe(call_tool='whoami').as_dict(), indent=1))\"")
     print("Remove it all with: make demo-destroy\n")
     return 1 if failures else 0
 

@@ -13,6 +13,7 @@ from ansible_collections.fleetops.mcp.plugins.filter.fleetops import (
     mcp_fleet,
     mcp_fleet_errors,
     mcp_host_ports,
+    mcp_lb_backends,
     mcp_lb_routes,
 )
 
@@ -20,7 +21,7 @@ from ansible_collections.fleetops.mcp.plugins.filter.fleetops import (
 def test_filters_are_registered():
     assert set(FilterModule().filters()) == {
         "changed_keys", "docker_ulimits", "docker_volume_spec", "mcp_fleet", "mcp_fleet_errors", "mcp_host_ports",
-        "mcp_lb_routes",
+        "mcp_lb_backends", "mcp_lb_routes",
     }
 
 
@@ -86,3 +87,15 @@ def test_lb_routes_filter_names_the_problem():
     assert mcp_lb_routes(servers, [{"host": "h", "address": "10.1.1.1"}])[0]["members"][0]["port"] == 9000
     with pytest.raises(AnsibleFilterError, match="cannot route the MCP servers: backends must be"):
         mcp_lb_routes(servers, [{"host": "h"}])
+
+
+def test_lb_backends_prefer_explicit_address_then_facts():
+    hostvars = {
+        "a": {"fleetops_address": "10.9.9.9", "ansible_facts": {"default_ipv4": {"address": "10.0.0.1"}}},
+        "b": {"ansible_facts": {"default_ipv4": {"address": "10.0.0.2"}}, "ansible_host": "b.example"},
+        "c": {"ansible_host": "c.example"},
+        "d": {},
+    }
+    assert mcp_lb_backends(["a", "b", "c", "d"], hostvars) == [
+        {"host": "a", "address": "10.9.9.9"}, {"host": "b", "address": "10.0.0.2"},
+        {"host": "c", "address": "c.example"}, {"host": "d", "address": "d"}]
