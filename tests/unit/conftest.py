@@ -325,21 +325,33 @@ def server_factory(tmp_path):
 
 
 @pytest.fixture
-def closed_port_url() -> str:
-    """URL of a loopback port nothing listens on."""
-    return f"http://127.0.0.1:{free_port()}/mcp"
+def closed_port() -> int:
+    """A loopback port nothing listens on (connection refused)."""
+    return free_port()
 
 
 @pytest.fixture
-def silent_server_url():
-    """A listening socket that completes TCP handshakes but never answers."""
+def silent_port():
+    """A loopback port whose socket completes TCP handshakes but never answers."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+        yield sock.getsockname()[1]
     finally:
         sock.close()
+
+
+@pytest.fixture
+def closed_port_url(closed_port) -> str:
+    """URL of a loopback port nothing listens on."""
+    return f"http://127.0.0.1:{closed_port}/mcp"
+
+
+@pytest.fixture
+def silent_server_url(silent_port) -> str:
+    """An MCP URL on a socket that never answers."""
+    return f"http://127.0.0.1:{silent_port}/mcp"
 
 
 class _NonMCPHandler(http.server.BaseHTTPRequestHandler):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -74,25 +73,17 @@ def vault_tls_double(tls_material):
         double.stop()
 
 
+# closed_port and silent_port come from tests/unit/conftest.py.
 @pytest.fixture
-def closed_vault_url():
-    """A loopback URL where nothing listens (connection refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+def closed_vault_url(closed_port):
+    """A loopback Vault URL where nothing listens (connection refused)."""
+    return f"http://127.0.0.1:{closed_port}"
 
 
 @pytest.fixture
-def silent_vault_url():
-    """A loopback socket that accepts connections but never answers (timeouts)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        sock.close()
+def silent_vault_url(silent_port):
+    """A loopback Vault URL that accepts connections but never answers (timeouts)."""
+    return f"http://127.0.0.1:{silent_port}"
 
 
 def make_module_runner(monkeypatch, main):
