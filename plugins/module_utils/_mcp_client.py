@@ -37,7 +37,9 @@ import socket
 import ssl
 import time
 from http.cookies import SimpleCookie
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from ansible_collections.fleetops.mcp.plugins.module_utils._urls import redact_url  # noqa: F401 (re-exported)
 
 __metaclass__ = type
 
@@ -159,23 +161,6 @@ class MCPProtocolVersionError(MCPClientError):
 # --------------------------------------------------------------------------- #
 # Small helpers
 # --------------------------------------------------------------------------- #
-
-
-def redact_url(url):
-    """Return ``url`` without userinfo, query string or fragment (safe for messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    host = parts.hostname or ""
-    if ":" in host:
-        host = "[%s]" % host
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = host if port is None else "%s:%s" % (host, port)
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def is_sessionless_version(version):

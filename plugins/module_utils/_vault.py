@@ -32,7 +32,9 @@ import traceback
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
+
+from ansible_collections.fleetops.mcp.plugins.module_utils._urls import redact_url
 
 try:
     import hvac
@@ -136,18 +138,6 @@ def path_segment(value, what="name"):
     return quote(text, safe="")
 
 
-def safe_url(url):
-    """``url`` without user info, query string or fragment, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    host = parts.hostname or ""
-    if parts.port:
-        host = "%s:%s" % (host, parts.port)
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 class VaultModuleError(Exception):
     """A Vault failure with a secret-free message.
 
@@ -228,7 +218,7 @@ class VaultClient:
             )
         if not re.match(r"^https?://[^/]", self.url):
             raise VaultModuleError(
-                "Invalid Vault url %r: it must start with http:// or https:// and name a host." % safe_url(self.url),
+                "Invalid Vault url %r: it must start with http:// or https:// and name a host." % redact_url(self.url),
                 "configuration",
             )
         for option in ("ca_cert", "client_cert", "client_key"):
@@ -427,7 +417,7 @@ class VaultClient:
             return VaultModuleError(
                 "Timed out after %ss waiting for Vault at %s while %s at Vault path '%s' (timeout). Check that Vault "
                 "is reachable and healthy, or raise the timeout option."
-                % (self.params.get("timeout"), safe_url(self.url), action, path),
+                % (self.params.get("timeout"), redact_url(self.url), action, path),
                 "timeout",
                 path,
             )
@@ -435,14 +425,14 @@ class VaultClient:
             return VaultModuleError(
                 "Cannot connect to Vault at %s while %s at Vault path '%s' (%s). Check the url option or VAULT_ADDR, "
                 "the port, firewalls, and that Vault is running."
-                % (safe_url(self.url), action, path, _connection_reason(exc)),
+                % (redact_url(self.url), action, path, _connection_reason(exc)),
                 "connection",
                 path,
             )
         if isinstance(exc, (requests.exceptions.RequestException, IOError, ValueError)):
             return VaultModuleError(
                 "Request to Vault at %s failed while %s at Vault path '%s': %s"
-                % (safe_url(self.url), action, path, self.redact(_short(exc))),
+                % (redact_url(self.url), action, path, self.redact(_short(exc))),
                 "configuration" if isinstance(exc, (IOError, ValueError)) else "unexpected",
                 path,
             )
@@ -539,7 +529,7 @@ class VaultClient:
             )
         return VaultModuleError(
             "TLS error talking to Vault at %s while %s at Vault path '%s' (%s). %s"
-            % (safe_url(self.url), action, path, reason, hint),
+            % (redact_url(self.url), action, path, reason, hint),
             "tls",
             path,
         )

@@ -9,13 +9,13 @@ import hvac.exceptions
 import pytest
 
 from ansible_collections.fleetops.mcp.plugins.module_utils import _vault
+from ansible_collections.fleetops.mcp.plugins.module_utils._urls import redact_url
 from ansible_collections.fleetops.mcp.plugins.module_utils._vault import (
     VAULT_ARGUMENT_SPEC,
     VaultClient,
     VaultModuleError,
     duration_to_seconds,
     path_segment,
-    safe_url,
     vault_argument_spec,
     vault_module_kwargs,
 )
@@ -75,8 +75,8 @@ def test_invalid_durations(value):
     assert caught.value.error_class == "configuration" and "token_ttl" in str(caught.value)
 
 
-def test_safe_url_drops_credentials_and_query():
-    assert safe_url("https://admin:pw@vault.example.com:8200/v1?token=x#f") == "https://vault.example.com:8200/v1"
+def test_vault_messages_redact_urls_with_the_shared_helper():
+    assert redact_url("https://admin:pw@vault.example.com:8200/v1?token=x#f") == "https://vault.example.com:8200/v1"
 
 
 def test_path_segment():
