@@ -91,3 +91,47 @@ def run_playbook(playbook: str, limit: str | None = None, extra_vars: dict | Non
 def load_yaml(path: str):
     with open(path, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
+
+
+def container_host(name: str):
+    """A testinfra host for a test container, reached with docker exec."""
+    import testinfra
+
+    return testinfra.get_host(f"docker://{name}")
+
+
+def docker_inspect(host, name: str) -> dict:
+    """``docker inspect`` of a container on a Docker test host."""
+    result = host.run(f"docker inspect {name}")
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+def main_pid(host, unit: str) -> int:
+    """The main PID systemd reports for ``unit`` (changes when the unit restarts)."""
+    return int(host.run(f"systemctl show -p MainPID --value {unit}").stdout.strip())
+
+
+def mcp_client_class():
+    """The collection's MCP client, from this checkout."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".cache", "collections"))
+    from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient
+
+    return MCPClient
+
+
+def wait_for_mcp(url: str, deadline_s: float = 60):
+    """Wait until ``url`` completes an MCP handshake; return the probe result."""
+    import time
+
+    client_class = mcp_client_class()
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            return client_class(url, timeout=10).run_handshake().as_dict()
+        except Exception:  # noqa: BLE001 - any failure means not ready yet
+            if time.monotonic() > end:
+                raise
+            time.sleep(1)

@@ -8,7 +8,6 @@ address, and for every declared MCP server replica runs a real MCP exchange
 
 from __future__ import annotations
 
-import json
 import pathlib
 import subprocess
 import sys
@@ -29,51 +28,47 @@ def address(container: str) -> str:
     return out[0]
 
 
+def report(url: str, server_name: str, note: str = "") -> bool:
+    """Run a real MCP exchange (and one tool call) against ``url``; print one line."""
+    call = CALLS.get(server_name.split("-")[0])
+    try:
+        result = MCPClient(url, timeout=15).probe(
+            protocol="auto", call_tool=call[0] if call else None,
+            tool_arguments=call[1] if call else None).as_dict()
+    except Exception as exc:  # noqa: BLE001 - report every failure, keep going
+        print(f"  {url:42} FAILED: {exc}")
+        return False
+    text = ""
+    if result.get("tool_result"):
+        text = result["tool_result"]["content"][0].get("text", "").replace("\n", " ")[:60]
+        text = f" | {call[0]} -> {text}"
+    print(f"  {url:42} {result['protocol_version']:10}{note} tools={','.join(result['tools'])}{text}")
+    return True
+
+
 def main() -> int:
     inventory = yaml.safe_load((ROOT / "inventories/local/hosts.yml").read_text())
-    hosts = sorted(inventory["all"]["children"]["docker_hosts"]["hosts"])
-    lbs = sorted(inventory["all"]["children"].get("load_balancers", {}).get("hosts", {}))
+    groups = inventory["all"]["children"]
+    hosts = sorted(groups["docker_hosts"]["hosts"])
+    lbs = sorted(groups.get("load_balancers", {}).get("hosts", {}))
     servers = yaml.safe_load((ROOT / "inventories/local/group_vars/all/mcp_servers.yml").read_text())["fleetops_mcp_servers"]
-    failures = 0
-    print("\nfleetops.mcp demo: MCP servers on local systemd Docker hosts\n")
+    results = []
+    print("\nfleetops.mcp demo: MCP servers on local systemd Docker hosts, behind nginx load balancers\n")
     for host in hosts:
         ip = address(host)
         for server in normalize(servers, host):
             for replica in server["containers"]:
-                url = f"http://{ip}:{replica['host_port']}{server['path']}"
-                call = CALLS.get(server["name"].split("-")[0])
-                try:
-                    result = MCPClient(url, timeout=15).probe(
-                        protocol="auto", call_tool=call[0] if call else None,
-                        tool_arguments=call[1] if call else None).as_dict()
-                    text = ""
-                    if result.get("tool_result"):
-                        text = result["tool_result"]["content"][0].get("text", "").replace("\n", " ")[:70]
-                        text = f" | {call[0]} -> {text}"
-                    print(f"  {url:42} {result['protocol_version']:10} tools={','.join(result['tools'])}{text}")
-                except Exception as exc:  # noqa: BLE001 - report every failure, keep going
-                    failures += 1
-                    print(f"  {url:42} FAILED: {exc}")
+                results.append(report(f"http://{ip}:{replica['host_port']}{server['path']}", server["name"]))
     for lb in lbs:
         ip = address(lb)
         for server in normalize(servers):
-            url = f"http://{ip}/mcp/{server['name']}"
-            call = CALLS.get(server["name"].split("-")[0])
-            try:
-                result = MCPClient(url, timeout=15).probe(
-                    protocol="auto", call_tool=call[0] if call else None,
-                    tool_arguments=call[1] if call else None).as_dict()
-                text = result["tool_result"]["content"][0].get("text", "").replace("\n", " ")[:50] if call else ""
-                print(f"  {url:42} via load balancer {lb}: {call[0] if call else 'tools/list'} -> {text}")
-            except Exception as exc:  # noqa: BLE001 - report every failure, keep going
-                failures += 1
-                print(f"  {url:42} FAILED: {exc}")
+            results.append(report(f"http://{ip}/mcp/{server['name']}", server["name"], f" via {lb}"))
     if lbs:
         print("\nTry it: python -c \"import json,sys; sys.path.insert(0,'.cache/collections'); "
               "from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient; "
               f"print(json.dumps(MCPClient('http://{address(lbs[0])}/mcp/reference').probe(call_tool='whoami').as_dict(), indent=1))\"")
     print("Remove it all with: make demo-destroy\n")
-    return 1 if failures else 0
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fleetops_testlib import container_ip, http_get, run_playbook, tcp_outcome
+from fleetops_testlib import container_ip, docker_inspect, http_get, main_pid, run_playbook, tcp_outcome
 
 IMAGE = "fleetops-test/busybox:1"
 
@@ -44,8 +44,7 @@ def docker(host):
         host.run(f"docker rm -f {name}")
 
 
-def inspect(host, name: str) -> dict:
-    return json.loads(sh(host, f"docker inspect {name}"))[0]
+inspect = docker_inspect
 
 
 def test_daemon_runs_with_live_restore_and_rotation(host):
@@ -145,7 +144,7 @@ def test_daemon_restart_leaves_containers_running(host, docker):
 
 
 def dockerd_pid(host) -> int:
-    return int(sh(host, "systemctl show -p MainPID --value docker").strip())
+    return main_pid(host, "docker")
 
 
 @pytest.mark.parametrize(

@@ -5,20 +5,14 @@ from __future__ import annotations
 import collections
 import http.client
 import json
-import os
-import sys
 import time
 
 import pytest
-import testinfra
 
-from fleetops_testlib import container_ip, run_playbook
+from fleetops_testlib import container_ip, main_pid, mcp_client_class, container_host, run_playbook, wait_for_mcp
 
-sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".cache", "collections"))
-from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import (  # noqa: E402
-    MCPClient,
-    MCPSessionNotFoundError,
-)
+MCPClient = mcp_client_class()
+from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPSessionNotFoundError  # noqa: E402
 
 LBS = ["lb-1", "lb-2"]
 ROUTES = [("reference", "whoami"), ("reference-stateless", "whoami"), ("time", "get_current_time")]
@@ -39,11 +33,11 @@ def session(lb):
 
 
 def lb_host(name):
-    return testinfra.get_host(f"docker://{name}")
+    return container_host(name)
 
 
 def nginx_master_pid(lb):
-    return int(lb_host(lb).run("systemctl show -p MainPID --value nginx").stdout.strip())
+    return main_pid(lb_host(lb), "nginx")
 
 
 @pytest.mark.parametrize("lb", LBS)
@@ -120,7 +114,7 @@ def test_a_session_on_a_stopped_backend_gets_404_and_a_new_session_works():
     client = session("lb-1")
     backend = whoami(client)  # "<docker host>/<container>"
     host, container = backend.split("/")
-    docker = testinfra.get_host(f"docker://{host}")
+    docker = container_host(host)
     assert docker.run(f"docker stop -t 1 {container}").rc == 0
     try:
         start = time.monotonic()
@@ -131,14 +125,8 @@ def test_a_session_on_a_stopped_backend_gets_404_and_a_new_session_works():
         assert whoami(fresh) != backend
     finally:
         assert docker.run(f"docker start {container}").rc == 0
-    end = time.monotonic() + 60
-    while True:
-        try:
-            MCPClient(f"http://{container_ip(host)}:{18080 if container.endswith('-1') else 18081}/mcp", timeout=5).run_handshake()
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            assert time.monotonic() < end, f"{backend} did not come back"
-            time.sleep(1)
+    port = 18080 if container.endswith("-1") else 18081
+    wait_for_mcp(f"http://{container_ip(host)}:{port}/mcp")
 
 
 def test_access_log_is_json_with_request_id_upstream_and_session():
@@ -149,6 +137,27 @@ def test_access_log_is_json_with_request_id_upstream_and_session():
     mine = [r for r in records if r["mcp_session"] == client.session_id]
     assert mine, records[-3:]
     assert all(len(r["request_id"]) == 32 and r["upstream"] for r in mine)
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        ({"nginx_lb_read_timeout": 0}, "nginx_lb_read_timeout must be a whole number from 1 to 86400; got 0"),
+        ({"nginx_lb_listen_port": 70000}, "nginx_lb_listen_port must be a whole number from 1 to 65535; got 70000"),
+        ({"nginx_lb_status_listen": "localhost"}, "nginx_lb_status_listen must be address:port"),
+        ({"nginx_lb_backend_group": "nope"}, "nginx_lb_backend_group 'nope' is not an inventory group with hosts"),
+        ({"fleetops_mcp_servers": [{"name": "a", "image": "x:1", "host_port": 9000, "transport": "smoke-signal"}]},
+         "mcp server 'a': transport 'smoke-signal' is not one of"),
+    ],
+    ids=["read-timeout-zero", "port-70000", "status-listen-no-port", "unknown-backend-group", "bad-fleet"],
+)
+def test_bad_settings_fail_naming_the_variable_before_any_change(extra_vars, message):
+    digest = lb_host("lb-1").file("/etc/nginx/nginx.conf").sha256sum
+    result = run_playbook("../../playbooks/load_balancers.yml", limit="lb-1,ms-1,ms-2", extra_vars=extra_vars)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output[-3000:]
+    assert lb_host("lb-1").file("/etc/nginx/nginx.conf").sha256sum == digest
 
 
 def test_a_bad_config_fails_with_the_old_one_serving():

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import pytest
-import testinfra
 
-from fleetops_testlib import container_ip, run_playbook
+from fleetops_testlib import container_ip, docker_inspect, mcp_client_class, run_playbook, wait_for_mcp
+from fleetops_testlib import container_host as docker_host
 
-sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".cache", "collections"))
-from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient  # noqa: E402
+MCPClient = mcp_client_class()
 
 HOSTS = ["ms-1", "ms-2"]
 # (container, published port, path, expected tool)
@@ -25,14 +23,7 @@ REPLICAS = [
 ]
 
 
-def docker_host(name):
-    return testinfra.get_host(f"docker://{name}")
-
-
-def inspect(host, name):
-    result = host.run(f"docker inspect {name}")
-    assert result.rc == 0, result.stderr
-    return json.loads(result.stdout)[0]
+inspect = docker_inspect
 
 
 def probe(address, port, path, protocol, **call):
@@ -40,17 +31,6 @@ def probe(address, port, path, protocol, **call):
     if protocol == "handshake":
         return client.run_handshake(**call).as_dict()
     return client.run_sessionless(**call).as_dict()
-
-
-def wait_for_mcp(address, port, path, deadline_s=60):
-    end = time.monotonic() + deadline_s
-    while True:
-        try:
-            return probe(address, port, path, "handshake")
-        except Exception:  # noqa: BLE001 - any failure means not ready yet
-            if time.monotonic() > end:
-                raise
-            time.sleep(1)
 
 
 @pytest.mark.parametrize("name", HOSTS)
@@ -155,7 +135,7 @@ def test_killed_main_process_comes_back_by_restart_policy(name):
             break
         assert time.monotonic() < end, "the container did not come back"
         time.sleep(1)
-    assert "whoami" in wait_for_mcp(container_ip(name), 18081, "/mcp")["tools"]
+    assert "whoami" in wait_for_mcp(f"http://{container_ip(name)}:18081/mcp")["tools"]
 
 
 @pytest.mark.parametrize(
@@ -179,6 +159,32 @@ def test_bad_fleet_fails_first_naming_server_and_field(fleet, message):
     assert message in output, output
     # It failed in the first task: nothing was deployed or changed.
     assert "changed=0" in output and "Check the MCP server declarations" in output
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        ({"mcp_server_only": ["nope"]}, "mcp_server_only names nope, which no entry of mcp_server_servers declares"),
+        ({"mcp_server_log_max_size": "lots"}, "mcp_server_log_max_size must be a whole number followed by k, m or g"),
+        ({"mcp_server_preload_images": [{"name": "no-tag"}]}, "mcp_server_preload_images entries need name (repository:tag) and archive"),
+        ({"mcp_server_probe_retries": 0}, "mcp_server_probe_retries, mcp_server_probe_delay and mcp_server_log_max_file must be at least 1"),
+    ],
+    ids=["only-undeclared", "log-size-lots", "preload-no-archive", "probe-retries-zero"],
+)
+def test_bad_role_settings_fail_naming_the_variable(extra_vars, message):
+    before = started_at("ms-1")
+    result = run_playbook("bad_input.yml", limit="ms-1", extra_vars=extra_vars)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output[-3000:]
+    assert started_at("ms-1") == before
+
+
+def test_rolling_update_without_an_image_is_refused():
+    result = run_playbook("../../playbooks/rolling_update.yml", extra_vars={"rollout_server": "reference"})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Set rollout_server to one of reference, reference-stateless, time and rollout_image" in output, output[-3000:]
 
 
 def test_undelivered_secret_fails_naming_server_and_secret():
@@ -231,7 +237,7 @@ def test_rolling_update_to_a_broken_image_stops_with_the_old_version_serving():
     # The first host was rolled back to what it ran before, and serves again ...
     assert images_of("ms-1") == before["ms-1"]
     for port in (18080, 18081):
-        assert "whoami" in wait_for_mcp(container_ip("ms-1"), port, "/mcp")["tools"]
+        assert "whoami" in wait_for_mcp(f"http://{container_ip('ms-1')}:{port}/mcp")["tools"]
     # ... and the second host was never touched.
     assert started_at("ms-2") == untouched
     assert images_of("ms-2") == before["ms-2"]
