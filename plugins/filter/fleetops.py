@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet
+from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet, _lb_clients
 
 
 def changed_keys(old, new):
@@ -104,6 +104,19 @@ def mcp_lb_backends(hosts, hostvars):
     return out
 
 
+def mcp_lb_client_errors(clients):
+    """Problems in the load balancers' client list, each naming the client and field."""
+    return _lb_clients.validate(clients)
+
+
+def mcp_lb_clients(clients, rate_per_minute=50, burst=10, max_connections=20):
+    """Clients with token hashes and limits filled in, grouped into nginx limit zones."""
+    try:
+        return _lb_clients.normalize(clients, rate_per_minute, burst, max_connections)
+    except ValueError as exc:
+        raise AnsibleFilterError("invalid load balancer clients: %s" % exc)
+
+
 class FilterModule:
     """fleetops.mcp filters."""
 
@@ -116,5 +129,7 @@ class FilterModule:
             "mcp_fleet_errors": mcp_fleet_errors,
             "mcp_host_ports": mcp_host_ports,
             "mcp_lb_backends": mcp_lb_backends,
+            "mcp_lb_client_errors": mcp_lb_client_errors,
+            "mcp_lb_clients": mcp_lb_clients,
             "mcp_lb_routes": mcp_lb_routes,
         }

@@ -21,7 +21,7 @@ from ansible_collections.fleetops.mcp.plugins.filter.fleetops import (
 def test_filters_are_registered():
     assert set(FilterModule().filters()) == {
         "changed_keys", "docker_ulimits", "docker_volume_spec", "mcp_fleet", "mcp_fleet_errors", "mcp_host_ports",
-        "mcp_lb_backends", "mcp_lb_routes",
+        "mcp_lb_backends", "mcp_lb_routes", "mcp_lb_client_errors", "mcp_lb_clients",
     }
 
 
@@ -99,3 +99,12 @@ def test_lb_backends_prefer_explicit_address_then_facts():
     assert mcp_lb_backends(["a", "b", "c", "d"], hostvars) == [
         {"host": "a", "address": "10.9.9.9"}, {"host": "b", "address": "10.0.0.2"},
         {"host": "c", "address": "c.example"}, {"host": "d", "address": "d"}]
+
+
+def test_lb_client_filters_name_the_client_and_raise_filter_errors():
+    filters = FilterModule().filters()
+    assert filters["mcp_lb_client_errors"]([{"name": "a"}]) == ["client 'a': set exactly one of token_sha256 and token"]
+    with pytest.raises(AnsibleFilterError, match="invalid load balancer clients: client 'a'"):
+        filters["mcp_lb_clients"]([{"name": "a"}])
+    model = filters["mcp_lb_clients"]([{"name": "a", "token": "x" * 20}])
+    assert model["clients"][0]["rate_per_minute"] == 50 and model["conn_zones"][0]["max_connections"] == 20

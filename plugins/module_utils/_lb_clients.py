@@ -1,0 +1,131 @@
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+"""The load balancers' bearer-token clients: validation and normalisation.
+
+A client is ``{name, token_sha256 | token, rate_per_minute?, burst?,
+max_connections?}``. Only the SHA-256 of a token ever reaches a load
+balancer; a plaintext ``token`` (from Vault or ansible-vault) is hashed here.
+No message below ever contains a token or a hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# RFC 6750 b64token: the characters nginx's verifier accepts as a token.
+TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+LIMITS = {
+    "rate_per_minute": (1, 60000),
+    "burst": (0, 100000),
+    "max_connections": (1, 100000),
+}
+KNOWN = {"name", "token", "token_sha256"} | set(LIMITS)
+
+
+def _whole(value):
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def validate(clients):
+    """Return one message per problem, each naming the client and the field."""
+    if clients is None:
+        return []
+    if not isinstance(clients, list):
+        return ["nginx_lb_clients must be a list of clients, got %s" % type(clients).__name__]
+    errors = []
+    names = {}
+    hashes = {}
+    for index, client in enumerate(clients):
+        where = "nginx_lb_clients[%d]" % index
+        if not isinstance(client, dict):
+            errors.append("%s must be a dictionary, got %s" % (where, type(client).__name__))
+            continue
+        name = client.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            errors.append("%s: name must be 1-63 letters, digits, '.', '_' or '-'" % where)
+        else:
+            where = "client '%s'" % name
+            if name in names:
+                errors.append("%s: name is declared twice (entries %d and %d)" % (where, names[name], index))
+            names.setdefault(name, index)
+        unknown = sorted(set(client) - KNOWN)
+        if unknown:
+            errors.append("%s: unknown field(s) %s" % (where, ", ".join(unknown)))
+        has_token = client.get("token") not in (None, "")
+        has_hash = client.get("token_sha256") not in (None, "")
+        if has_token == has_hash:
+            errors.append("%s: set exactly one of token_sha256 and token" % where)
+        elif has_hash and not (isinstance(client["token_sha256"], str) and SHA256_RE.match(client["token_sha256"])):
+            errors.append("%s: token_sha256 must be 64 lower-case hex digits" % where)
+        elif has_token and not (isinstance(client["token"], str) and TOKEN_RE.match(client["token"])):
+            errors.append("%s: token must be a bearer token (letters, digits, -._~+/ and trailing =)" % where)
+        elif has_token and len(client["token"]) < 16:
+            errors.append("%s: token must be at least 16 characters long" % where)
+        digest = _digest(client) if has_token != has_hash else None
+        if digest:
+            if digest in hashes:
+                errors.append("%s: has the same token as client entry %d" % (where, hashes[digest]))
+            hashes.setdefault(digest, index)
+        for field, (low, high) in LIMITS.items():
+            if field in client:
+                value = _whole(client[field])
+                if value is None or not low <= value <= high:
+                    errors.append("%s: %s must be a whole number from %d to %d" % (where, field, low, high))
+    return errors
+
+
+def _digest(client):
+    token = client.get("token")
+    if isinstance(token, str) and token:
+        return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    value = client.get("token_sha256")
+    return value if isinstance(value, str) and SHA256_RE.match(value) else None
+
+
+def normalize(clients, rate_per_minute, burst, max_connections):
+    """Clients with hashes and limits filled in, plus the limit groups nginx needs.
+
+    nginx sets a rate and burst per ``limit_req`` zone and a count per
+    ``limit_conn`` directive, so clients that share limits share a zone (each
+    client still has its own bucket inside it, keyed by its name).
+    """
+    errors = validate(clients)
+    if errors:
+        raise ValueError("; ".join(errors))
+    defaults = {"rate_per_minute": rate_per_minute, "burst": burst, "max_connections": max_connections}
+    for field, (low, high) in LIMITS.items():
+        value = _whole(defaults[field])
+        if value is None or not low <= value <= high:
+            raise ValueError("the default %s must be a whole number from %d to %d" % (field, low, high))
+        defaults[field] = value
+    out = []
+    for client in clients or []:
+        entry = {"name": client["name"], "sha256": _digest(client)}
+        for field in LIMITS:
+            entry[field] = _whole(client[field]) if field in client else defaults[field]
+        out.append(entry)
+    rate_groups = {}
+    conn_groups = {}
+    for entry in out:
+        rate_groups.setdefault((entry["rate_per_minute"], entry["burst"]), []).append(entry["name"])
+        conn_groups.setdefault(entry["max_connections"], []).append(entry["name"])
+    return {
+        "clients": out,
+        "rate_zones": [
+            {"zone": "fleetops_rate_%d_%d" % key, "rate_per_minute": key[0], "burst": key[1], "clients": names}
+            for key, names in sorted(rate_groups.items())
+        ],
+        "conn_zones": [
+            {"zone": "fleetops_conn_%d" % key, "max_connections": key, "clients": names}
+            for key, names in sorted(conn_groups.items())
+        ],
+    }

@@ -1,0 +1,82 @@
+"""The load balancers' bearer-token clients: each bad entry is named, tokens never leak."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from ansible_collections.fleetops.mcp.plugins.module_utils import _lb_clients
+
+TOKEN = "tok-" + "a" * 28
+HASH = hashlib.sha256(b"other-token-0123456789").hexdigest()
+
+
+def ok(name="agent", **extra):
+    entry = {"name": name, "token_sha256": HASH}
+    entry.update(extra)
+    return entry
+
+
+def test_a_valid_list_has_no_errors():
+    assert _lb_clients.validate([ok(), {"name": "ci", "token": TOKEN, "rate_per_minute": 600}]) == []
+    assert _lb_clients.validate([]) == [] and _lb_clients.validate(None) == []
+
+
+@pytest.mark.parametrize(
+    ("clients", "message"),
+    [
+        ("agent", "nginx_lb_clients must be a list"),
+        (["agent"], "nginx_lb_clients[0] must be a dictionary"),
+        ([{"name": "has space", "token_sha256": HASH}], "nginx_lb_clients[0]: name must be"),
+        ([ok(), ok(token_sha256=hashlib.sha256(b"x" * 20).hexdigest())], "client 'agent': name is declared twice"),
+        ([ok(colour="blue")], "client 'agent': unknown field(s) colour"),
+        ([{"name": "agent"}], "client 'agent': set exactly one of token_sha256 and token"),
+        ([ok(token=TOKEN)], "client 'agent': set exactly one of token_sha256 and token"),
+        ([ok(token_sha256="ABC")], "client 'agent': token_sha256 must be 64 lower-case hex digits"),
+        ([{"name": "agent", "token": "short"}], "client 'agent': token must be at least 16 characters"),
+        ([{"name": "agent", "token": "has space in it 1234"}], "client 'agent': token must be a bearer token"),
+        ([ok(), ok("twin")], "client 'twin': has the same token as client entry 0"),
+        ([ok(rate_per_minute=0)], "client 'agent': rate_per_minute must be a whole number from 1 to 60000"),
+        ([ok(burst="lots")], "client 'agent': burst must be a whole number from 0 to 100000"),
+        ([ok(max_connections=True)], "client 'agent': max_connections must be a whole number from 1 to 100000"),
+    ],
+    ids=["not-list", "not-dict", "bad-name", "duplicate", "unknown-field", "no-token", "both-tokens",
+         "bad-hash", "short-token", "bad-token-chars", "same-token", "rate-zero", "burst-lots", "conn-bool"],
+)
+def test_each_bad_entry_is_named(clients, message):
+    errors = _lb_clients.validate(clients)
+    assert any(message in e for e in errors), errors
+
+
+def test_messages_never_contain_a_token_or_hash():
+    clients = [{"name": "a", "token": TOKEN + " x"}, {"name": "a", "token_sha256": HASH + "0"}]
+    text = "; ".join(_lb_clients.validate(clients))
+    assert TOKEN not in text and HASH not in text
+
+
+def test_normalize_hashes_tokens_and_groups_limits():
+    model = _lb_clients.normalize(
+        [{"name": "ci", "token": TOKEN, "rate_per_minute": "600", "max_connections": 1}, ok(), ok("b", token_sha256="f" * 64)],
+        50, 10, 20,
+    )
+    by_name = {c["name"]: c for c in model["clients"]}
+    assert by_name["ci"] == {"name": "ci", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest(),
+                             "rate_per_minute": 600, "burst": 10, "max_connections": 1}
+    assert "token" not in str(model).replace("token_sha256", "")
+    assert TOKEN not in str(model)
+    assert model["rate_zones"] == [
+        {"zone": "fleetops_rate_50_10", "rate_per_minute": 50, "burst": 10, "clients": ["agent", "b"]},
+        {"zone": "fleetops_rate_600_10", "rate_per_minute": 600, "burst": 10, "clients": ["ci"]},
+    ]
+    assert model["conn_zones"] == [
+        {"zone": "fleetops_conn_1", "max_connections": 1, "clients": ["ci"]},
+        {"zone": "fleetops_conn_20", "max_connections": 20, "clients": ["agent", "b"]},
+    ]
+
+
+def test_normalize_rejects_bad_input_and_bad_defaults():
+    with pytest.raises(ValueError, match="client 'agent': burst"):
+        _lb_clients.normalize([ok(burst=-1)], 50, 10, 20)
+    with pytest.raises(ValueError, match="default rate_per_minute"):
+        _lb_clients.normalize([ok()], 0, 10, 20)
