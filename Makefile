@@ -5,10 +5,10 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-DEMO_SCENARIO ?= mcp_servers
+DEMO_SCENARIO ?= lb_ha
 export FLEETOPS_CACHE := $(CURDIR)/.cache
 
-.PHONY: help test lint unit package molecule demo demo-destroy venv host images clean
+.PHONY: help test lint unit package molecule demo demo-destroy bench venv host images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ demo: ## create the demo fleet (inventories/local) and converge it; it stays run
 	molecule prepare -s $(DEMO_SCENARIO) --force
 	molecule converge -s $(DEMO_SCENARIO)
 	python tests/harness/demo_summary.py
+
+bench: ## benchmarks against the running demo (make demo first); prints figures
+	python bench/lb_bench.py
 
 demo-destroy: ## remove the demo hosts
 	tests/harness/run.sh venv

@@ -8,6 +8,7 @@ address, and for every declared MCP server replica runs a real MCP exchange
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -20,6 +21,9 @@ from ansible_collections.fleetops.mcp.plugins.module_utils._fleet import normali
 from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient  # noqa: E402
 
 CALLS = {"reference": ("whoami", {}), "time": ("get_current_time", {"timezone": "UTC"})}
+CACHE = pathlib.Path(os.environ.get("FLEETOPS_CACHE", ROOT / ".cache"))
+CA = CACHE / "pki" / "ca.crt"
+TOKEN_FILE = CACHE / "demo-tokens" / "demo-agent"
 
 
 def address(container: str) -> str:
@@ -28,11 +32,11 @@ def address(container: str) -> str:
     return out[0]
 
 
-def report(url: str, server_name: str, note: str = "") -> bool:
+def report(url: str, server_name: str, note: str = "", **client) -> bool:
     """Run a real MCP exchange (and one tool call) against ``url``; print one line."""
     call = CALLS.get(server_name.split("-")[0])
     try:
-        result = MCPClient(url, timeout=15).probe(
+        result = MCPClient(url, timeout=15, **client).probe(
             protocol="auto", call_tool=call[0] if call else None,
             tool_arguments=call[1] if call else None).as_dict()
     except Exception as exc:  # noqa: BLE001 - report every failure, keep going
@@ -59,14 +63,19 @@ def main() -> int:
         for server in normalize(servers, host):
             for replica in server["containers"]:
                 results.append(report(f"http://{ip}:{replica['host_port']}{server['path']}", server["name"]))
-    for lb in lbs:
-        ip = address(lb)
+    lb_vars = yaml.safe_load((ROOT / "inventories/local/group_vars/load_balancers.yml").read_text())
+    vip = lb_vars.get("keepalived_virtual_ipaddress", "").split("/")[0]
+    client = {"ca_path": str(CA), "bearer_token": TOKEN_FILE.read_text().strip()} if lbs else {}
+    for lb, ip in [(lb, address(lb)) for lb in lbs] + ([("the VIP", vip)] if vip else []):
         for server in normalize(servers):
-            results.append(report(f"http://{ip}/mcp/{server['name']}", server["name"], f" via {lb}"))
+            results.append(report(f"https://{ip}/mcp/{server['name']}", server["name"], f" via {lb}", **client))
     if lbs:
-        print("\nTry it: python -c \"import json,sys; sys.path.insert(0,'.cache/collections'); "
+        target = f"https://{vip or address(lbs[0])}/mcp/reference"
+        print("\nTry it (TLS with the demo CA, a demo client's token, through the VIP):\n"
+              "  .venv/bin/python -c \"import json,sys; sys.path.insert(0,'.cache/collections'); "
               "from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient; "
-              f"print(json.dumps(MCPClient('http://{address(lbs[0])}/mcp/reference').probe(call_tool='whoami').as_dict(), indent=1))\"")
+              f"c=MCPClient('{target}', ca_path='{CA}', bearer_token=open('{TOKEN_FILE}').read().strip()); "
+              "print(json.dumps(c.probe(call_tool='whoami').as_dict(), indent=1))\"")
     print("Remove it all with: make demo-destroy\n")
     return 0 if all(results) else 1
 

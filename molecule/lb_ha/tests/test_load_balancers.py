@@ -1,87 +1,71 @@
-"""Behaviour of fleetops.mcp.nginx_lb: routing, session affinity across load balancers, streaming, safe reloads."""
+"""Behaviour of fleetops.mcp.nginx_lb: routing, TLS, tokens, limits, session affinity across load
+balancers, streaming, passive health, safe reloads. Every request goes over TLS with a client token."""
 
 from __future__ import annotations
 
 import collections
 import http.client
 import json
+import re
+import subprocess
+import threading
 import time
 
 import pytest
 
-from fleetops_testlib import container_ip, main_pid, mcp_client_class, container_host, run_playbook, wait_for_mcp
-
-MCPClient = mcp_client_class()
+from fleetops_testlib import container_host, container_ip, run_playbook, wait_for_mcp
+from lbha import (
+    CA, LBS, VIP, MCPClient, client, discover_body, discover_headers, lb_host, nginx_master_pid, raw, session,
+    tls_context, token, url, whoami,
+)
 from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPSessionNotFoundError  # noqa: E402
 
-LBS = ["lb-1", "lb-2"]
 ROUTES = [("reference", "whoami"), ("reference-stateless", "whoami"), ("time", "get_current_time")]
-
-
-def url(lb, server="reference"):
-    return f"http://{container_ip(lb)}/mcp/{server}"
-
-
-def whoami(client):
-    return client.request("tools/call", {"name": "whoami", "arguments": {}}).result["content"][0]["text"]
-
-
-def session(lb):
-    client = MCPClient(url(lb), timeout=10)
-    client.connect_handshake()
-    return client
-
-
-def lb_host(name):
-    return container_host(name)
-
-
-def nginx_master_pid(lb):
-    return main_pid(lb_host(lb), "nginx")
+STATELESS = "/mcp/reference-stateless"
 
 
 @pytest.mark.parametrize("lb", LBS)
 @pytest.mark.parametrize("protocol", ["handshake", "sessionless"])
 @pytest.mark.parametrize(("server", "tool"), ROUTES, ids=[r[0] for r in ROUTES])
 def test_every_server_answers_through_each_load_balancer(lb, protocol, server, tool):
-    client = MCPClient(url(lb, server), timeout=15)
+    c = client(lb, server, timeout=15)
     arguments = {"timezone": "UTC"} if tool == "get_current_time" else {}
-    run = client.run_handshake if protocol == "handshake" else client.run_sessionless
+    run = c.run_handshake if protocol == "handshake" else c.run_sessionless
     result = run(call_tool=tool, tool_arguments=arguments).as_dict()
     assert result["tool_result"]["is_error"] is False
 
 
 def test_session_id_is_tagged_and_fifty_calls_land_on_one_backend():
-    client = session("lb-1")
-    assert client.session_id.startswith("b") and client.session_id[11] == "."
-    answers = collections.Counter(whoami(client) for _ in range(50))
+    c = session()
+    assert c.session_id.startswith("b") and c.session_id[11] == "."
+    answers = collections.Counter(whoami(c) for _ in range(50))
     assert len(answers) == 1, answers
-    client.terminate_session()
+    c.terminate_session()
 
 
 def test_new_sessions_spread_over_backends():
     seen = set()
     for _ in range(12):
-        client = session("lb-1")
-        seen.add(whoami(client))
-        client.terminate_session()
+        c = session("lb-1")
+        seen.add(whoami(c))
+        c.terminate_session()
     assert len(seen) >= 3, seen  # four sessioned replicas in all
 
 
 def test_a_session_continues_through_the_other_load_balancer():
-    client = session("lb-1")
-    backend = whoami(client)
+    c = session("lb-1")
+    backend = whoami(c)
     # Same session id, other load balancer: what a client sees after the VIP moves.
-    other = MCPClient(url("lb-2"), timeout=10)
-    other.session_id = client.session_id
-    other.protocol_version = client.protocol_version
+    other = client("lb-2")
+    other.session_id = c.session_id
+    other.protocol_version = c.protocol_version
     assert {whoami(other) for _ in range(20)} == {backend}
 
 
 def test_progress_events_stream_before_the_tool_finishes():
-    address = container_ip("lb-2")
-    conn = http.client.HTTPConnection(address, 80, timeout=30)
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    conn = http.client.HTTPSConnection(VIP, 443, timeout=30, context=tls_context())
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "Authorization": f"Bearer {token()}"}
     conn.request("POST", "/mcp/reference", json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}), headers)
     response = conn.getresponse()
@@ -111,15 +95,15 @@ def test_progress_events_stream_before_the_tool_finishes():
 
 
 def test_a_session_on_a_stopped_backend_gets_404_and_a_new_session_works():
-    client = session("lb-1")
-    backend = whoami(client)  # "<docker host>/<container>"
+    c = session("lb-1")
+    backend = whoami(c)  # "<docker host>/<container>"
     host, container = backend.split("/")
     docker = container_host(host)
     assert docker.run(f"docker stop -t 1 {container}").rc == 0
     try:
         start = time.monotonic()
         with pytest.raises(MCPSessionNotFoundError):
-            whoami(client)
+            whoami(c)
         assert time.monotonic() - start < 2
         fresh = session("lb-2")
         assert whoami(fresh) != backend
@@ -129,14 +113,17 @@ def test_a_session_on_a_stopped_backend_gets_404_and_a_new_session_works():
     wait_for_mcp(f"http://{container_ip(host)}:{port}/mcp")
 
 
-def test_access_log_is_json_with_request_id_upstream_and_session():
-    client = session("lb-1")
-    whoami(client)
-    lines = lb_host("lb-1").run("tail -n 20 /var/log/nginx/mcp-access.json").stdout.strip().splitlines()
-    records = [json.loads(line) for line in lines]
-    mine = [r for r in records if r["mcp_session"] == client.session_id]
+def test_access_log_is_json_with_request_id_client_upstream_and_session_never_the_token():
+    c = session("lb-1")
+    whoami(c)
+    log = lb_host("lb-1").run("tail -n 20 /var/log/nginx/mcp-access.json").stdout
+    records = [json.loads(line) for line in log.strip().splitlines()]
+    mine = [r for r in records if r["mcp_session"] == c.session_id]
     assert mine, records[-3:]
-    assert all(len(r["request_id"]) == 32 and r["upstream"] for r in mine)
+    assert all(len(r["request_id"]) == 32 and r["upstream"] and r["client_id"] == "bulk-agent" for r in mine)
+    assert {r["tls"] for r in mine} <= {"TLSv1.2", "TLSv1.3"}
+    full = lb_host("lb-1").run("cat /var/log/nginx/mcp-access.json /var/log/nginx/error.log").stdout
+    assert token() not in full
 
 
 @pytest.mark.parametrize(
@@ -148,23 +135,35 @@ def test_access_log_is_json_with_request_id_upstream_and_session():
         ({"nginx_lb_backend_group": "nope"}, "nginx_lb_backend_group 'nope' is not an inventory group with hosts"),
         ({"fleetops_mcp_servers": [{"name": "a", "image": "x:1", "host_port": 9000, "transport": "smoke-signal"}]},
          "mcp server 'a': transport 'smoke-signal' is not one of"),
+        ({"nginx_lb_clients": [{"name": "x", "token_sha256": "nothex"}]},
+         "client 'x': token_sha256 must be 64 lower-case hex digits"),
+        ({"nginx_lb_clients": []}, "nginx_lb_auth is on but nginx_lb_clients is empty"),
+        ({"nginx_lb_tls_source": "files"}, "nginx_lb_tls_certificate_src and nginx_lb_tls_key_src must name files"),
+        ({"nginx_lb_tls_subject_alt_names": ["mcp.example.com"]}, "nginx_lb_tls_subject_alt_names entries must look like"),
+        ({"nginx_lb_tls_port": 80}, "nginx_lb_tls_port and nginx_lb_listen_port are both 80"),
+        ({"keepalived_auth_pass": "far-too-long"}, "keepalived_auth_pass must be 1 to 8 printable characters"),
+        ({"keepalived_virtual_ipaddress": "172.30.214.300/24"}, "keepalived_virtual_ipaddress must be an IPv4 address"),
+        ({"keepalived_priority": 255}, "keepalived_priority must be a whole number from 1 to 254; got 255"),
     ],
-    ids=["read-timeout-zero", "port-70000", "status-listen-no-port", "unknown-backend-group", "bad-fleet"],
+    ids=["read-timeout-zero", "port-70000", "status-listen-no-port", "unknown-backend-group", "bad-fleet",
+         "bad-client-hash", "auth-without-clients", "tls-files-missing", "bad-san", "same-ports",
+         "vrrp-pass-too-long", "bad-vip", "priority-255"],
 )
 def test_bad_settings_fail_naming_the_variable_before_any_change(extra_vars, message):
-    digest = lb_host("lb-1").file("/etc/nginx/nginx.conf").sha256sum
-    result = run_playbook("../../playbooks/load_balancers.yml", limit="lb-1,ms-1,ms-2", extra_vars=extra_vars)
+    files = ["/etc/nginx/nginx.conf", "/etc/keepalived/keepalived.conf"]
+    digests = {f: lb_host("lb-1").file(f).sha256sum for f in files}
+    result = run_playbook("../../playbooks/load_balancers.yml", extra_vars=extra_vars)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert message in output, output[-3000:]
-    assert lb_host("lb-1").file("/etc/nginx/nginx.conf").sha256sum == digest
+    assert {f: lb_host("lb-1").file(f).sha256sum for f in files} == digests
+    assert "demo-vip" not in output and "far-too-long" not in output
 
 
 def test_a_bad_config_fails_with_the_old_one_serving():
     pid = nginx_master_pid("lb-1")
     digest = lb_host("lb-1").file("/etc/nginx/nginx.conf").sha256sum
-    result = run_playbook("../../playbooks/load_balancers.yml", limit="lb-1,ms-1,ms-2",
-                          extra_vars={"nginx_lb_status_listen": "127.0.0.1:99999"})
+    result = run_playbook("../../playbooks/load_balancers.yml", extra_vars={"nginx_lb_status_listen": "127.0.0.1:99999"})
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "nginx" in output and ("invalid port" in output or "emerg" in output), output[-3000:]
@@ -175,12 +174,11 @@ def test_a_bad_config_fails_with_the_old_one_serving():
 
 def test_a_config_change_is_applied_by_reload_not_restart():
     pid = nginx_master_pid("lb-2")
-    result = run_playbook("../../playbooks/load_balancers.yml", limit="lb-2,ms-1,ms-2",
-                          extra_vars={"nginx_lb_read_timeout": 1234})
+    result = run_playbook("../../playbooks/load_balancers.yml", extra_vars={"nginx_lb_read_timeout": 1234})
     assert result.returncode == 0, result.stdout[-3000:]
     try:
         assert "proxy_read_timeout 1234s;" in lb_host("lb-2").file("/etc/nginx/nginx.conf").content_string
         assert nginx_master_pid("lb-2") == pid
         assert whoami(session("lb-2"))
     finally:
-        assert run_playbook("../../playbooks/load_balancers.yml", limit="lb-2,ms-1,ms-2").returncode == 0
+        assert run_playbook("../../playbooks/load_balancers.yml").returncode == 0

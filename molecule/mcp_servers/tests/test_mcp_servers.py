@@ -13,7 +13,7 @@ from fleetops_testlib import container_host as docker_host
 
 MCPClient = mcp_client_class()
 
-HOSTS = ["ms-1", "ms-2"]
+HOSTS = ["srv-1", "srv-2"]
 # (container, published port, path, expected tool)
 REPLICAS = [
     ("mcp-reference-1", 18080, "/mcp", "whoami"),
@@ -106,7 +106,7 @@ def test_archived_image_was_loaded_not_built(name):
 
 
 def test_declared_limits_and_labels_reach_the_container():
-    info = inspect(docker_host("ms-1"), "mcp-reference-1")
+    info = inspect(docker_host("srv-1"), "mcp-reference-1")
     assert info["HostConfig"]["Memory"] == 128 * 1024 * 1024
     assert info["HostConfig"]["NanoCpus"] == 500_000_000
     assert info["HostConfig"]["PidsLimit"] == 64
@@ -172,12 +172,12 @@ def test_bad_fleet_fails_first_naming_server_and_field(fleet, message):
     ids=["only-undeclared", "log-size-lots", "preload-no-archive", "probe-retries-zero"],
 )
 def test_bad_role_settings_fail_naming_the_variable(extra_vars, message):
-    before = started_at("ms-1")
-    result = run_playbook("bad_input.yml", limit="ms-1", extra_vars=extra_vars)
+    before = started_at("srv-1")
+    result = run_playbook("bad_input.yml", limit="srv-1", extra_vars=extra_vars)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert message in output, output[-3000:]
-    assert started_at("ms-1") == before
+    assert started_at("srv-1") == before
 
 
 def test_rolling_update_without_an_image_is_refused():
@@ -190,13 +190,13 @@ def test_rolling_update_without_an_image_is_refused():
 def test_undelivered_secret_fails_naming_server_and_secret():
     fleet = [{"name": "reference", "image": "fleetops/mcp-reference:1.0.0", "host_port": 18080,
               "replicas": 2, "secrets": ["db_password"]}]
-    before = started_at("ms-1")
-    result = run_playbook("bad_input.yml", limit="ms-1", extra_vars={"fleetops_mcp_servers": fleet})
+    before = started_at("srv-1")
+    result = run_playbook("bad_input.yml", limit="srv-1", extra_vars={"fleetops_mcp_servers": fleet})
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "mcp server \"reference\": secret \"db_password\" is missing at /etc/fleetops/secrets/reference/db_password" in output, output
     # No container was replaced.
-    assert started_at("ms-1") == before
+    assert started_at("srv-1") == before
 
 
 def images_of(name, server="reference"):
@@ -220,12 +220,12 @@ def test_rolling_update_to_a_new_tag_completes_on_every_host():
         for port in (18080, 18081):
             assert "whoami" in probe(container_ip(name), port, "/mcp", "handshake")["tools"]
     # Only the rolled-out server was touched.
-    assert inspect(docker_host("ms-1"), "mcp-time-1")["Config"]["Image"] == "fleetops/mcp-time:2026.10.19"
+    assert inspect(docker_host("srv-1"), "mcp-time-1")["Config"]["Image"] == "fleetops/mcp-time:2026.10.19"
 
 
 def test_rolling_update_to_a_broken_image_stops_with_the_old_version_serving():
     context = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".cache", "mcp-images", "broken")
-    untouched = started_at("ms-2")
+    untouched = started_at("srv-2")
     before = {name: images_of(name) for name in HOSTS}
     result = run_playbook(
         "../../playbooks/rolling_update.yml",
@@ -233,13 +233,13 @@ def test_rolling_update_to_a_broken_image_stops_with_the_old_version_serving():
                     "rollout_build_context": context, "mcp_server_probe_retries": 8})
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "Rollout of reference to fleetops/mcp-reference:broken failed on ms-1" in output, output[-4000:]
+    assert "Rollout of reference to fleetops/mcp-reference:broken failed on srv-1" in output, output[-4000:]
     # The first host was rolled back to what it ran before, and serves again ...
-    assert images_of("ms-1") == before["ms-1"]
+    assert images_of("srv-1") == before["srv-1"]
     for port in (18080, 18081):
-        assert "whoami" in wait_for_mcp(f"http://{container_ip('ms-1')}:{port}/mcp")["tools"]
+        assert "whoami" in wait_for_mcp(f"http://{container_ip('srv-1')}:{port}/mcp")["tools"]
     # ... and the second host was never touched.
-    assert started_at("ms-2") == untouched
-    assert images_of("ms-2") == before["ms-2"]
+    assert started_at("srv-2") == untouched
+    assert images_of("srv-2") == before["srv-2"]
     for port in (18080, 18081):
-        assert "whoami" in probe(container_ip("ms-2"), port, "/mcp", "handshake")["tools"]
+        assert "whoami" in probe(container_ip("srv-2"), port, "/mcp", "handshake")["tools"]

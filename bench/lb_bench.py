@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Load balancer benchmark for the running demo (`make demo`, the lb_ha topology).
+
+Prints, from one run:
+  1. tools/call latency (p50, p95) and throughput through the VIP (TLS, token,
+     nginx) and straight to one backend, at the same concurrency, and their
+     ratios;
+  2. the VIP failover under steady load: nginx is stopped on the load balancer
+     holding the VIP; the time until calls succeed again and the count of
+     failed calls; then nginx is started and the VIP moves back.
+
+Each worker keeps one persistent connection (reopened after an error) and
+sends sessionless (2026-07-28) tools/call requests, one HTTP POST per call.
+Only the demo's own containers are contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import pathlib
+import ssl
+import subprocess
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CACHE = pathlib.Path(os.environ.get("FLEETOPS_CACHE", ROOT / ".cache"))
+META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "fleetops-bench", "version": "1"},
+}
+
+
+class Target:
+    def __init__(self, scheme: str, host: str, port: int, path: str, token: str | None, ca: str | None):
+        self.scheme, self.host, self.port, self.path, self.token = scheme, host, port, path, token
+        self.context = ssl.create_default_context(cafile=ca) if scheme == "https" else None
+
+    def connect(self, timeout: float) -> http.client.HTTPConnection:
+        if self.scheme == "https":
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.context)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+
+def call(conn: http.client.HTTPConnection, target: Target, request_id: int) -> None:
+    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {"text": "bench"}, "_meta": META}})
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
+    if target.token:
+        headers["Authorization"] = f"Bearer {target.token}"
+    conn.request("POST", target.path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200 or b'"result"' not in data or b"bench" not in data:
+        raise RuntimeError(f"HTTP {response.status}: {data[:120]!r}")
+
+
+def run_load(target: Target, concurrency: int, duration: float, timeout: float = 2.0, events=None):
+    """Run ``concurrency`` workers for ``duration`` s; return [(start, latency, ok)]."""
+    results: list[tuple[float, float, bool]] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + duration
+
+    def worker(index: int) -> None:
+        conn = None
+        n = 0
+        while time.monotonic() < stop_at:
+            n += 1
+            start = time.monotonic()
+            try:
+                if conn is None:
+                    conn = target.connect(timeout)
+                call(conn, target, index * 1_000_000 + n)
+                ok = True
+            except Exception:  # noqa: BLE001 - a failed call is a data point
+                ok = False
+                if conn is not None:
+                    conn.close()
+                conn = None
+            with lock:
+                results.append((start, time.monotonic() - start, ok))
+            if not ok:
+                time.sleep(0.02)
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for at, action in events or []:
+        time.sleep(max(0.0, at - (time.monotonic() - (stop_at - duration))))
+        action()
+    for t in threads:
+        t.join()
+    return sorted(results)
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def summarize(results, duration: float) -> dict:
+    ok = [latency for _, latency, good in results if good]
+    return {"calls": len(results), "failed": len(results) - len(ok), "p50_ms": percentile(ok, 50) * 1000,
+            "p95_ms": percentile(ok, 95) * 1000, "rps": len(ok) / duration}
+
+
+def docker_exec(container: str, *command: str) -> None:
+    subprocess.run(["docker", "exec", container, *command], check=True, capture_output=True)
+
+
+def vip_holder(vip: str) -> str | None:
+    for lb in ("lb-1", "lb-2"):
+        out = subprocess.run(["docker", "exec", lb, "ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+        if f" {vip}/" in out:
+            return lb
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vip", default="172.30.214.100")
+    parser.add_argument("--backend", default="172.30.214.11:18090", help="one backend, host:port")
+    parser.add_argument("--server", default="reference-stateless")
+    parser.add_argument("--client", default="bench-agent", help="demo client whose token to use")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--failover-duration", type=float, default=20.0)
+    args = parser.parse_args()
+
+    token = (CACHE / "demo-tokens" / args.client).read_text().strip()
+    ca = str(CACHE / "pki" / "ca.crt")
+    host, port = args.backend.split(":")
+    vip = Target("https", args.vip, 443, f"/mcp/{args.server}", token, ca)
+    direct = Target("http", host, int(port), "/mcp", None, None)
+
+    print(f"fleetops.mcp load balancer bench: {args.concurrency} workers, {args.duration:.0f} s per target,"
+          f" tools/call echo on {args.server}")
+    run_load(direct, 2, 2.0)  # warm-up
+    run_load(vip, 2, 2.0)
+    figures = {}
+    for name, target in (("direct", direct), ("vip", vip)):
+        figures[name] = summarize(run_load(target, args.concurrency, args.duration), args.duration)
+    print(f"\n{'path':10}{'calls':>8}{'failed':>8}{'p50 ms':>9}{'p95 ms':>9}{'calls/s':>9}")
+    for name, f in figures.items():
+        label = "VIP (TLS)" if name == "vip" else "direct"
+        print(f"{label:10}{f['calls']:>8}{f['failed']:>8}{f['p50_ms']:>9.2f}{f['p95_ms']:>9.2f}{f['rps']:>9.1f}")
+    d, v = figures["direct"], figures["vip"]
+    print(f"ratios VIP/direct: p50 {v['p50_ms'] / d['p50_ms']:.2f}x  p95 {v['p95_ms'] / d['p95_ms']:.2f}x  "
+          f"throughput {v['rps'] / d['rps']:.2f}x")
+
+    master = vip_holder(args.vip)
+    if master is None:
+        print("\nno load balancer holds the VIP; failover part skipped")
+        return 1
+    stop_at, start_at = 5.0, 5.0 + args.failover_duration / 2
+    marks = {}
+
+    def stop():
+        marks["stop"] = time.monotonic()
+        docker_exec(master, "systemctl", "stop", "nginx")
+
+    def start():
+        marks["start"] = time.monotonic()
+        docker_exec(master, "systemctl", "start", "nginx")
+
+    concurrency = max(1, args.concurrency // 2)
+    results = run_load(vip, concurrency, args.failover_duration, timeout=1.0, events=[(stop_at, stop), (start_at, start)])
+    after_stop = [r for r in results if marks["stop"] <= r[0] < marks["start"]]
+    failed_stop = sum(1 for _, _, ok in after_stop if not ok)
+    # The outage: from nginx stopping to the end of the last failed call.
+    recovered = max((s + lat for s, lat, ok in after_stop if not ok), default=marks["stop"])
+    after_start = [r for r in results if r[0] >= marks["start"]]
+    failed_back = sum(1 for _, _, ok in after_start if not ok)
+    print(f"\nVIP failover under load ({concurrency} workers, nginx stopped on {master} at {stop_at:.0f} s,"
+          f" started at {start_at:.0f} s):")
+    print(f"  calls succeed again {recovered - marks['stop']:.2f} s after nginx stopped; failed calls: {failed_stop}")
+    print(f"  VIP back on {vip_holder(args.vip)} after nginx started (preempt); failed calls then: {failed_back}")
+    print(f"  total calls {len(results)}, failed {failed_stop + failed_back}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""Helpers for the lb_ha scenario: TLS with the demo CA, client tokens, the VIP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pathlib
+import ssl
+
+from fleetops_testlib import container_host, container_ip, main_pid, mcp_client_class
+
+MCPClient = mcp_client_class()
+CACHE = pathlib.Path(os.environ["FLEETOPS_CACHE"])
+CA = str(CACHE / "pki" / "ca.crt")
+VIP = "172.30.214.100"
+LBS = ["lb-1", "lb-2"]
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+def token(client: str = "bulk-agent") -> str:
+    return (CACHE / "demo-tokens" / client).read_text().strip()
+
+
+def tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=CA)
+
+
+def url(where: str = VIP, server: str = "reference") -> str:
+    address = where if where[0].isdigit() else container_ip(where)
+    return f"https://{address}/mcp/{server}"
+
+
+def client(where: str = VIP, server: str = "reference", agent: str = "bulk-agent", timeout: float = 10) -> "MCPClient":
+    return MCPClient(url(where, server), ca_path=CA, bearer_token=token(agent), timeout=timeout)
+
+
+def session(where: str = VIP, server: str = "reference", agent: str = "bulk-agent"):
+    c = client(where, server, agent)
+    c.connect_handshake()
+    return c
+
+
+def whoami(c) -> str:
+    return c.request("tools/call", {"name": "whoami", "arguments": {}}).result["content"][0]["text"]
+
+
+def raw(method: str, path: str, body=None, headers=None, where: str = VIP, timeout: float = 10):
+    """One HTTPS exchange: (status, lower-cased headers, body bytes)."""
+    conn = http.client.HTTPSConnection(where, 443, timeout=timeout, context=tls_context())
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers={**JSON_HEADERS, **(headers or {})})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def discover_body(request_id: int = 1) -> dict:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "server/discover", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "lb-ha-test", "version": "1"}}}}
+
+
+def discover_headers(agent: str | None = "bulk-agent") -> dict:
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"}
+    if agent:
+        headers["Authorization"] = f"Bearer {token(agent)}"
+    return headers
+
+
+def lb_host(name: str):
+    return container_host(name)
+
+
+def nginx_master_pid(lb: str) -> int:
+    return main_pid(lb_host(lb), "nginx")
+
+
+def vip_holders() -> list[str]:
+    return [lb for lb in LBS if f" {VIP}/" in lb_host(lb).run("ip -o -4 addr show").stdout]

@@ -1,0 +1,171 @@
+"""The gateway through the virtual IP: TLS, bearer tokens, per-client limits, a real SDK client,
+and passive backend health (a dead backend costs no call and returns when it is back)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+import anyio
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from fleetops_testlib import container_host, container_ip, wait_for_mcp
+from lbha import CA, VIP, client, discover_body, discover_headers, lb_host, raw, tls_context, token, url
+
+STATELESS = "/mcp/reference-stateless"
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_the_official_sdk_calls_a_tool_through_the_vip_over_tls_with_a_token(mode):
+    async def run():
+        http = httpx2.AsyncClient(verify=tls_context(), headers={"Authorization": f"Bearer {token()}"},
+                                  timeout=httpx2.Timeout(15.0, read=30.0))
+        async with http, Client(streamable_http_client(url(VIP, "reference"), http_client=http), mode=mode) as sdk:
+            tools = await sdk.list_tools()
+            result = await sdk.call_tool("echo", {"text": "through the VIP"})
+            return sdk.protocol_version, {t.name for t in tools.tools}, result.content[0].text
+
+    version, tools, text = anyio.run(run)
+    assert "whoami" in tools and "through the VIP" in text
+    assert version == ("2025-11-25" if mode == "legacy" else "2026-07-28")
+
+
+@pytest.mark.parametrize(
+    ("authorization", "challenge"),
+    [
+        (None, 'Bearer realm="fleetops-mcp"'),
+        ("Bearer not-a-known-token-0123456789", 'Bearer realm="fleetops-mcp", error="invalid_token"'),
+        ("Basic dXNlcjpwYXNz", 'Bearer realm="fleetops-mcp", error="invalid_token"'),
+    ],
+    ids=["no-token", "wrong-token", "not-bearer"],
+)
+def test_a_missing_or_wrong_token_gets_401_with_www_authenticate(authorization, challenge):
+    headers = discover_headers(agent=None)
+    if authorization:
+        headers["Authorization"] = authorization
+    status, response_headers, body = raw("POST", STATELESS, discover_body(), headers)
+    assert status == 401
+    assert response_headers["www-authenticate"] == challenge
+    assert json.loads(body)["error"]["message"] == "Unauthorized"
+    assert response_headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_a_known_token_is_not_passed_on_to_the_backend():
+    status, headers, body = raw("POST", STATELESS, discover_body(), discover_headers())
+    assert status == 200 and headers["strict-transport-security"] == "max-age=63072000"
+    for host in ("ms-1", "ms-2"):
+        logs = container_host(host).run("docker logs --tail 200 mcp-reference-stateless-1 2>&1").stdout
+        assert token() not in logs
+
+
+def test_a_client_over_its_rate_gets_429():
+    # throttled-agent: 6 a minute with a burst of 2, so at most 3 at once.
+    statuses = [raw("POST", STATELESS, discover_body(i), discover_headers("throttled-agent"))[0] for i in range(6)]
+    assert statuses[:3] == [200, 200, 200], statuses
+    assert statuses[3:] == [429, 429, 429], statuses
+    # Another client is not affected.
+    assert raw("POST", STATELESS, discover_body(), discover_headers("bulk-agent"))[0] == 200
+
+
+def test_a_client_over_its_connection_limit_gets_429():
+    # single-agent may have one request open; a slow tool call holds it.
+    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "slow_count", "arguments": {"steps": 3, "delay": 1},
+        "_meta": discover_body()["params"]["_meta"]}}
+    headers = {**discover_headers("single-agent"), "Mcp-Method": "tools/call", "Mcp-Name": "slow_count"}
+    held = {}
+    slow = threading.Thread(target=lambda: held.update(result=raw("POST", STATELESS, body, headers, timeout=20)))
+    slow.start()
+    time.sleep(1.0)
+    second = raw("POST", STATELESS, discover_body(), discover_headers("single-agent"))[0]
+    slow.join()
+    assert second == 429
+    assert held["result"][0] == 200 and b'"result"' in held["result"][2]
+    assert raw("POST", STATELESS, discover_body(), discover_headers("single-agent"))[0] == 200
+
+
+def test_plain_http_is_redirected_to_https_keeping_the_method():
+    import http.client
+    conn = http.client.HTTPConnection(VIP, 80, timeout=5)
+    conn.request("POST", "/mcp/reference?x=1", body="{}", headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 308
+    assert response.getheader("Location") == f"https://{VIP}/mcp/reference?x=1"
+
+
+@pytest.mark.parametrize(("flag", "accepted"), [("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)])
+def test_only_tls_1_2_and_1_3_are_accepted(flag, accepted):
+    # SECLEVEL=0 lets this client offer TLS 1.1, so a refusal is the server's.
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{VIP}:443", flag, "-cipher", "DEFAULT:@SECLEVEL=0",
+         "-CAfile", CA, "-verify_return_error", "-servername", "mcp.fleetops.test"],
+        input="", capture_output=True, text=True, timeout=15)
+    output = result.stdout + result.stderr
+    if accepted:
+        assert result.returncode == 0 and "Verify return code: 0 (ok)" in output, output[-1500:]
+    else:
+        assert result.returncode != 0 and "protocol version" in output, output[-1500:]
+
+
+def test_the_certificate_names_the_vip_and_is_signed_by_the_private_ca():
+    import socket
+    import ssl
+    context = ssl.create_default_context(cafile=CA)
+    with socket.create_connection((VIP, 443), timeout=5) as sock, context.wrap_socket(sock, server_hostname=VIP) as tls:
+        cert = tls.getpeercert()
+    assert ("IP Address", VIP) in cert["subjectAltName"]
+    assert ("DNS", "mcp.fleetops.test") in cert["subjectAltName"]
+    # The CA key stays on the controller.
+    for lb in ("lb-1", "lb-2"):
+        assert not lb_host(lb).file("/etc/nginx/tls/ca.key").exists
+        key = lb_host(lb).file("/etc/nginx/tls/fleetops.key")
+        assert key.mode == 0o600 and key.user == "root"
+
+
+ACCESS_LOG = "/var/log/nginx/mcp-access.json"
+
+
+def _log_lines(lb: str) -> int:
+    return int(lb_host(lb).run(f"wc -l < {ACCESS_LOG}").stdout.strip())
+
+
+def _upstreams_after(lb: str, line: int) -> list[str]:
+    log = lb_host(lb).run(f"tail -n +{line + 1} {ACCESS_LOG}").stdout.splitlines()
+    return [r["upstream"] for r in map(json.loads, log) if r["uri"] == STATELESS]
+
+
+def test_a_killed_backend_costs_no_call_and_returns_when_restarted():
+    holder = "lb-1" if f" {VIP}/" in lb_host("lb-1").run("ip -o -4 addr show").stdout else "lb-2"
+    docker = container_host("ms-1")
+    dead = f"{container_ip('ms-1')}:18090"
+    since = _log_lines(holder)
+    assert docker.run("docker kill mcp-reference-stateless-1").rc == 0
+    try:
+        started = time.monotonic()
+        answers = []
+        while time.monotonic() - started < 8:  # more than one fail_timeout (5 s)
+            answers.append(client(VIP, "reference-stateless").run_sessionless(call_tool="whoami").as_dict())
+        assert all(not a["tool_result"]["is_error"] for a in answers)
+        texts = [a["tool_result"]["content"][0]["text"] for a in answers]
+        assert all(t.startswith("ms-2/") for t in texts), texts
+        tried_dead = [u for u in _upstreams_after(holder, since) if dead in u]
+        # Each try of the dead backend moved on at once to the live one; the
+        # workers share its failure (upstream zone), so it is tried again only
+        # after fail_timeout (5 s): at most twice in 8 s.
+        assert all(u.startswith(dead + ", ") for u in tried_dead), tried_dead
+        assert 1 <= len(tried_dead) <= 2, tried_dead
+    finally:
+        assert docker.run("docker start mcp-reference-stateless-1").rc == 0
+    wait_for_mcp(f"http://{container_ip('ms-1')}:18090/mcp")
+    back = time.monotonic()
+    seen = set()
+    while "ms-1" not in seen and time.monotonic() - back < 15:
+        seen.add(client(VIP, "reference-stateless").run_sessionless(call_tool="whoami")
+                 .as_dict()["tool_result"]["content"][0]["text"].split("/")[0])
+    assert "ms-1" in seen, f"ms-1 not back in rotation after {time.monotonic() - back:.1f} s"
+    print(f"restarted backend back in rotation {time.monotonic() - back:.1f} s after it answered MCP again")

@@ -1,0 +1,125 @@
+"""Behaviour of fleetops.mcp.keepalived: one VIP holder, failover within 3 s when nginx stops on the
+master, sessions that survive the move, never two holders, state changes logged and exported."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from lbha import LBS, VIP, client, lb_host, session, vip_holders, whoami
+
+SAMPLES = "/run/fleetops-vip-samples"
+SAMPLER = "/run/fleetops-vip-sampler.sh"
+UNIT = "fleetops-vip-sampler"
+# Every ~20 ms: a timestamp and whether this host holds the VIP.
+SAMPLER_SCRIPT = f"""#!/bin/bash
+while :; do
+  if ip -o -4 addr show | grep -q ' {VIP}/'; then s=1; else s=0; fi
+  echo "$(date +%s.%N) $s"
+  sleep 0.02
+done > {SAMPLES}
+"""
+
+
+def wait_for_holder(expected: str, deadline_s: float = 20) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        if vip_holders() == [expected]:
+            return time.monotonic() - start
+        time.sleep(0.2)
+    raise AssertionError(f"{expected} did not become the only VIP holder in {deadline_s} s: {vip_holders()}")
+
+
+def start_samplers():
+    for lb in LBS:
+        host = lb_host(lb)
+        host.run(f"systemctl stop {UNIT}; rm -f {SAMPLES}")
+        assert host.run(f"cat > {SAMPLER} <<'EOF'\n{SAMPLER_SCRIPT}EOF").rc == 0
+        # /run is noexec: run the script through bash, as a transient unit.
+        assert host.run(f"systemd-run --unit {UNIT} --collect bash {SAMPLER}").rc == 0
+    time.sleep(0.5)
+    for lb in LBS:
+        assert lb_host(lb).file(SAMPLES).exists, f"no VIP sampler on {lb}"
+
+
+def held_intervals(lb: str) -> list[tuple[float, float]]:
+    """Intervals in which ``lb`` surely held the VIP (between consecutive holding samples)."""
+    host = lb_host(lb)
+    host.run(f"systemctl stop {UNIT}")
+    samples = [line.split() for line in host.run(f"cat {SAMPLES}").stdout.splitlines() if len(line.split()) == 2]
+    assert len(samples) > 50, f"too few samples on {lb}"
+    points = [(float(t), s == "1") for t, s in samples]
+    return [(a[0], b[0]) for a, b in zip(points, points[1:]) if a[1] and b[1]]
+
+
+def overlap(first, second) -> list:
+    return [(a, b) for a in first for b in second if a[0] < b[1] and b[0] < a[1]]
+
+
+def test_exactly_one_load_balancer_holds_the_vip():
+    assert vip_holders() == ["lb-1"]  # priority 150 over 100
+
+
+def test_stopping_nginx_on_the_master_moves_the_vip_within_3_s_and_never_to_two_holders():
+    wait_for_holder("lb-1")
+    start_samplers()
+    c = session()
+    backend = whoami(c)
+    master = lb_host("lb-1")
+    try:
+        assert master.run("systemctl stop nginx").rc == 0
+        stopped = time.monotonic()
+        # New requests through the VIP until one succeeds (each on a new connection).
+        recovered = None
+        failures = 0
+        while time.monotonic() - stopped < 10:
+            try:
+                client(timeout=1).run_sessionless(call_tool="whoami")
+                recovered = time.monotonic() - stopped
+                break
+            except Exception:  # noqa: BLE001 - the outage being measured
+                failures += 1
+                time.sleep(0.05)
+        assert recovered is not None and recovered <= 3.0, f"calls failed for {recovered} s"
+        print(f"VIP failover: calls succeed again {recovered:.2f} s after nginx stopped ({failures} failed tries)")
+        assert vip_holders() == ["lb-2"]
+        # The same session, now through lb-2, still lands on its backend.
+        assert {whoami(c) for _ in range(10)} == {backend}
+    finally:
+        assert master.run("systemctl start nginx").rc == 0
+    # Healthy again, lb-1 (higher priority, preempting) takes the VIP back.
+    wait_for_holder("lb-1", deadline_s=15)
+    time.sleep(1)
+    both = overlap(held_intervals("lb-1"), held_intervals("lb-2"))
+    assert not both, f"both load balancers held the VIP at once: {both[:3]}"
+    assert whoami(c) == backend
+
+
+def test_each_state_change_is_logged_as_json_and_exported_as_a_metric():
+    for lb, state in (("lb-1", "MASTER"), ("lb-2", "BACKUP")):
+        host = lb_host(lb)
+        records = [json.loads(line) for line in
+                   host.file("/var/log/fleetops/keepalived-state.json").content_string.splitlines()]
+        assert records[-1]["state"] == state and records[-1]["instance"] == "VI_MCP" and records[-1]["host"] == lb
+        metric = host.file("/var/lib/prometheus/node-exporter/fleetops_keepalived_VI_MCP.prom").content_string
+        assert f'fleetops_keepalived_state{{instance="VI_MCP",state="{state}"}} 1' in metric
+        assert 'fleetops_keepalived_state_change_timestamp_seconds{instance="VI_MCP"}' in metric
+    states = [json.loads(line)["state"] for line in
+              lb_host("lb-2").file("/var/log/fleetops/keepalived-state.json").content_string.splitlines()]
+    assert "MASTER" in states  # lb-2 took over during the failover test
+
+
+def test_keepalived_conf_is_private_and_holds_unicast_peers():
+    conf = lb_host("lb-1").file("/etc/keepalived/keepalived.conf")
+    assert conf.mode == 0o600 and conf.user == "root"
+    text = conf.content_string
+    assert "unicast_src_ip 172.30.214.21" in text and "172.30.214.22" in text and "unicast_fault_no_peer" in text
+
+
+@pytest.mark.parametrize("lb", LBS)
+def test_the_health_check_runs_unprivileged(lb):
+    host = lb_host(lb)
+    result = host.run("runuser -u keepalived_script -- /usr/local/libexec/fleetops/keepalived-check-nginx")
+    assert result.rc == 0
