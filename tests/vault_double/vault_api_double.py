@@ -552,13 +552,13 @@ class VaultAPIDouble:
 
     # -- lifecycle ----------------------------------------------------------- #
 
-    def start(self) -> VaultAPIDouble:
-        """Listen on a random 127.0.0.1 port and serve on a background thread."""
+    def start(self, port: int = 0) -> VaultAPIDouble:
+        """Listen on 127.0.0.1 (a random port unless given) and serve on a background thread."""
         context = None
         if self._tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self._tls[0], self._tls[1])
-        self._server = _DoubleHTTPServer(("127.0.0.1", 0), _Handler, self, context)
+        self._server = _DoubleHTTPServer(("127.0.0.1", port), _Handler, self, context)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="vault-api-double", daemon=True
         )
