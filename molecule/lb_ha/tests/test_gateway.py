@@ -169,3 +169,37 @@ def test_a_killed_backend_costs_no_call_and_returns_when_restarted():
                  .as_dict()["tool_result"]["content"][0]["text"].split("/")[0])
     assert "ms-1" in seen, f"ms-1 not back in rotation after {time.monotonic() - back:.1f} s"
     print(f"restarted backend back in rotation {time.monotonic() - back:.1f} s after it answered MCP again")
+
+
+def _served_certificate(address: str) -> dict:
+    import socket
+    import ssl
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((address, 443), timeout=5) as sock, context.wrap_socket(sock) as tls:
+        der = tls.getpeercert(binary_form=True)
+    return subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"], input=der,
+                          capture_output=True, check=True).stdout.decode()
+
+
+def test_a_certificate_from_controller_files_is_served_and_its_key_kept_private(tmp_path):
+    from fleetops_testlib import run_playbook
+    key, cert = tmp_path / "lb.key", tmp_path / "lb.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=files-source.fleetops.test"],
+                   check=True, capture_output=True)
+    lb2 = container_ip("lb-2")
+    try:
+        result = run_playbook("../../playbooks/load_balancers.yml", extra_vars={
+            "nginx_lb_tls_source": "files", "nginx_lb_tls_certificate_src": str(cert), "nginx_lb_tls_key_src": str(key)})
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        assert "files-source.fleetops.test" in _served_certificate(lb2)
+        assert key.read_text().splitlines()[1] not in output  # the key never shows
+        served_key = lb_host("lb-2").file("/etc/nginx/tls/fleetops.key")
+        assert served_key.mode == 0o600 and served_key.user == "root"
+    finally:
+        assert run_playbook("../../playbooks/load_balancers.yml").returncode == 0
+    assert "files-source" not in _served_certificate(lb2)
+    assert raw("POST", STATELESS, discover_body(), discover_headers())[0] == 200

@@ -94,6 +94,26 @@ def test_progress_events_stream_before_the_tool_finishes():
     assert result_at - progress[0] > 1.5, arrivals
 
 
+def test_a_get_event_stream_stays_open_through_the_vip():
+    c = session()
+    conn = http.client.HTTPSConnection(VIP, 443, timeout=10, context=tls_context())
+    conn.request("GET", "/mcp/reference", headers={
+        "Accept": "text/event-stream", "Authorization": f"Bearer {token()}", "Mcp-Session-Id": c.session_id,
+        "MCP-Protocol-Version": c.protocol_version, "Last-Event-ID": "0"})
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
+    # The stream stays open (no early close) for as long as we listen.
+    conn.sock.settimeout(0.5)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            assert response.fp.read1(1024), "the event stream was closed"
+        except TimeoutError:
+            pass
+    conn.close()
+    assert whoami(c)  # the session is still fine
+
+
 def test_a_session_on_a_stopped_backend_gets_404_and_a_new_session_works():
     c = session("lb-1")
     backend = whoami(c)  # "<docker host>/<container>"
