@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from ansible_collections.fleetops.mcp.plugins.module_utils._fleet import _int_in
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # RFC 6750 b64token: the characters nginx's verifier accepts as a token.
@@ -23,16 +25,6 @@ LIMITS = {
     "max_connections": (1, 100000),
 }
 KNOWN = {"name", "token", "token_sha256"} | set(LIMITS)
-
-
-def _whole(value):
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
 
 
 def validate(clients):
@@ -76,10 +68,8 @@ def validate(clients):
                 errors.append("%s: has the same token as client entry %d" % (where, hashes[digest]))
             hashes.setdefault(digest, index)
         for field, (low, high) in LIMITS.items():
-            if field in client:
-                value = _whole(client[field])
-                if value is None or not low <= value <= high:
-                    errors.append("%s: %s must be a whole number from %d to %d" % (where, field, low, high))
+            if field in client and _int_in(client[field], low, high) is None:
+                errors.append("%s: %s must be a whole number from %d to %d" % (where, field, low, high))
     return errors
 
 
@@ -103,15 +93,15 @@ def normalize(clients, rate_per_minute, burst, max_connections):
         raise ValueError("; ".join(errors))
     defaults = {"rate_per_minute": rate_per_minute, "burst": burst, "max_connections": max_connections}
     for field, (low, high) in LIMITS.items():
-        value = _whole(defaults[field])
-        if value is None or not low <= value <= high:
+        value = _int_in(defaults[field], low, high)
+        if value is None:
             raise ValueError("the default %s must be a whole number from %d to %d" % (field, low, high))
         defaults[field] = value
     out = []
     for client in clients or []:
         entry = {"name": client["name"], "sha256": _digest(client)}
         for field in LIMITS:
-            entry[field] = _whole(client[field]) if field in client else defaults[field]
+            entry[field] = _int_in(client[field], *LIMITS[field]) if field in client else defaults[field]
         out.append(entry)
     rate_groups = {}
     conn_groups = {}
