@@ -75,6 +75,7 @@ def test_containers_are_hardened(name, container):
     assert host_config["NanoCpus"] > 0
     assert host_config["PidsLimit"] > 0
     assert host_config["RestartPolicy"]["Name"] == "unless-stopped"
+    assert host_config["Init"] is True  # tini reaps orphans (see the monitoring scenario's zombie test)
     assert "/tmp" in host_config["Tmpfs"]
     assert host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
     assert config["Healthcheck"]["Test"][0] == "CMD"
