@@ -84,6 +84,14 @@ def mcp_lb_routes(servers, backends):
         raise AnsibleFilterError("cannot route the MCP servers: %s" % exc)
 
 
+def mcp_scrape_targets(servers, backends):
+    """Prometheus targets for the MCP servers' /metrics, one per replica per Docker host."""
+    try:
+        return _fleet.scrape_targets(servers, backends)
+    except ValueError as exc:
+        raise AnsibleFilterError("cannot list the MCP servers' scrape targets: %s" % exc)
+
+
 def mcp_lb_backends(hosts, hostvars):
     """``[{host, address}]`` for the Docker hosts the load balancers send to.
 
@@ -132,4 +140,5 @@ class FilterModule:
             "mcp_lb_client_errors": mcp_lb_client_errors,
             "mcp_lb_clients": mcp_lb_clients,
             "mcp_lb_routes": mcp_lb_routes,
+            "mcp_scrape_targets": mcp_scrape_targets,
         }

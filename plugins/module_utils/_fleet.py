@@ -17,7 +17,7 @@ KNOWN_FIELDS = {
     "name", "image", "image_source", "build_context", "image_archive", "transport",
     "command", "stdio_command", "port", "host_port", "bind_address", "path", "replicas",
     "env", "secrets", "volumes", "resources", "healthcheck", "stop_grace_period",
-    "labels", "user", "tmpfs", "stateless", "hosts",
+    "labels", "user", "tmpfs", "stateless", "hosts", "metrics_path",
 }
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 IMAGE = re.compile(
@@ -48,6 +48,8 @@ DEFAULTS = {
     "tmpfs": ["/tmp:rw,noexec,nosuid,size=64m"],
     "stateless": False,
     "hosts": None,
+    # None: /metrics for HTTP servers, none for stdio (the bridge has none).
+    "metrics_path": None,
 }
 
 
@@ -172,6 +174,9 @@ def _check_one(where, server, errors):
     path = server.get("path")
     if path is not None and not (isinstance(path, str) and path.startswith("/")):
         errors.append("%s: path %r must start with /" % (where, path))
+    metrics_path = server.get("metrics_path")
+    if metrics_path is not None and not (isinstance(metrics_path, str) and (metrics_path == "" or metrics_path.startswith("/"))):
+        errors.append("%s: metrics_path %r must start with / (or be empty for no metrics)" % (where, metrics_path))
     env = server.get("env", {})
     if not isinstance(env, dict):
         errors.append("%s: env must be a mapping" % where)
@@ -283,6 +288,8 @@ def normalize(servers, host=None):
         full["labels"] = dict((str(k), str(v)) for k, v in full["labels"].items())
         if full.get("path") is None:
             full["path"] = "/sse" if full["transport"] == "sse" else "/mcp"
+        if full.get("metrics_path") is None:
+            full["metrics_path"] = "" if full["transport"] == "stdio" else "/metrics"
         full["containers"] = [
             {"name": "mcp-%s-%d" % (full["name"], i + 1), "replica": i + 1, "host_port": full["host_port"] + i}
             for i in range(full["replicas"])
@@ -356,3 +363,28 @@ def lb_routes(servers, backends):
             "members": members,
         })
     return routes
+
+
+def scrape_targets(servers, backends):
+    """Prometheus targets for the MCP servers' own metrics endpoints.
+
+    One entry per replica on every Docker host in ``backends`` that runs a
+    server with a metrics path (stdio servers have none unless declared):
+    ``{server, host, container, replica, target, metrics_path}``.
+    """
+    targets = []
+    for route in lb_routes(servers, backends):
+        server = next(s for s in normalize(servers) if s["name"] == route["name"])
+        if not server["metrics_path"]:
+            continue
+        for member in route["members"]:
+            replica = next(c["replica"] for c in server["containers"] if c["name"] == member["container"])
+            targets.append({
+                "server": server["name"],
+                "host": member["host"],
+                "container": member["container"],
+                "replica": replica,
+                "target": "%s:%d" % (member["address"], member["port"]),
+                "metrics_path": server["metrics_path"],
+            })
+    return targets
