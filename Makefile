@@ -19,7 +19,8 @@ test: ## set up everything, then lint, unit tests, packaging and all Molecule sc
 lint: ## yamllint and ansible-lint (production profile)
 	tests/harness/run.sh venv lint
 
-unit: ## pytest unit tests
+unit: ## pytest unit tests (and promtool's alert rule tests)
+	tests/harness/setup-host.sh promtool
 	tests/harness/run.sh venv unit
 
 package: ## build the collection tarball and install it offline

@@ -3,7 +3,9 @@
 #   packages   Debian packages the harness needs
 #   dockerd    a running Docker engine (started here when none answers)
 #   aptcache   apt-cacher-ng on :3142, the apt cache the test containers share
-# Usage: tests/harness/setup-host.sh [packages|dockerd|aptcache ...] (default: all)
+#   promtool   Debian's promtool in .cache/bin (unpacked, not installed: no
+#              Prometheus server starts here) for the alert rule unit tests
+# Usage: tests/harness/setup-host.sh [packages|dockerd|aptcache|promtool ...] (default: all)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HOST_PACKAGES=(docker.io debootstrap apt-cacher-ng python3-venv make curl)
@@ -66,14 +68,32 @@ aptcache_up() {
   return 1
 }
 
+promtool_get() {
+  local dest work
+  dest="$(cd "$HERE/../.." && pwd)/.cache/bin/promtool"
+  if [ -x "$dest" ]; then
+    echo "promtool: present"
+    return 0
+  fi
+  echo "promtool: unpacking Debian's prometheus package into .cache/bin"
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064
+  trap "rm -rf '$work'" RETURN
+  (cd "$work" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; })
+  dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
+  install -D -m 0755 "$work/root/usr/bin/promtool" "$dest"
+  "$dest" --version | head -n 1
+}
+
 need_root
 steps=("$@")
-[ "${#steps[@]}" -gt 0 ] || steps=(packages dockerd aptcache)
+[ "${#steps[@]}" -gt 0 ] || steps=(packages dockerd aptcache promtool)
 for step in "${steps[@]}"; do
   case "$step" in
     packages) packages ;;
     dockerd) dockerd_up ;;
     aptcache) aptcache_up ;;
+    promtool) promtool_get ;;
     *) echo "unknown step: $step" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Generate the Grafana dashboards the grafana role provisions.
+
+    tests/harness/dashboards.py --write    rewrite roles/grafana/files/dashboards/*.json
+    tests/harness/dashboards.py --check    exit 1 when a committed dashboard differs
+
+The dashboards are data: one list of panels each (title, kind, queries).
+Every query is run against the live Prometheus by the monitoring scenario.
+Template variables: $server (MCP server names); Grafana's $__rate_interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+OUT = ROOT / "roles" / "grafana" / "files" / "dashboards"
+DATASOURCE = {"type": "prometheus", "uid": "fleetops-prometheus"}
+RI = "$__rate_interval"
+S = 'server=~"$server"'
+
+# (title, kind, unit, [(expr, legend)], description)
+OVERVIEW = [
+    ("MCP endpoints answering through the VIP", "stat", "percentunit",
+     [('avg(probe_success{job="mcp_probe"})', "")],
+     "Share of MCP servers whose initialize POST through the virtual IP succeeds now."),
+    ("Availability over the range (SLA)", "stat", "percentunit",
+     [('avg by (server) (avg_over_time(probe_success{job="mcp_probe"}[$__range]))', "{{server}}")],
+     "Fraction of successful initialize probes per server over the dashboard's time range."),
+    ("Error ratio", "timeseries", "percentunit",
+     [(f'(sum by (server) (rate(fleetops_mcp_errors_total[{RI}])) or sum by (server) (rate(fleetops_mcp_requests_total[{RI}])) * 0)'
+       f' / sum by (server) (rate(fleetops_mcp_requests_total[{RI}]))', "{{server}}")],
+     "Failed MCP messages over all messages per server (the alert fires above 5% for 5 minutes)."),
+    ("p95 latency", "timeseries", "s",
+     [(f'histogram_quantile(0.95, sum by (server, le) (rate(fleetops_mcp_request_duration_seconds_bucket[{RI}])))', "{{server}}")],
+     "95th percentile of request time per server (the alert fires above 2 s for 5 minutes)."),
+    ("Requests per second", "timeseries", "reqps",
+     [(f'sum by (server) (rate(fleetops_mcp_requests_total[{RI}]))', "{{server}}")], ""),
+    ("Probe time through the VIP", "timeseries", "s",
+     [('probe_duration_seconds{job="mcp_probe"}', "{{server}}")], "Wall time of the initialize probe, TLS included."),
+    ("Hosts up", "stat", "none", [('sum(up{job="node"})', "up"), ('count(up{job="node"})', "of")], ""),
+    ("Virtual IP holder", "stat", "none",
+     [('max by (instance) (fleetops_keepalived_state{state="MASTER"})', "{{instance}}")],
+     "1 on the load balancer that holds the virtual IP."),
+    ("TLS certificate expires in", "stat", "s",
+     [('min(probe_ssl_earliest_cert_expiry{job="mcp_probe"}) - time()', "")], ""),
+    ("Firing alerts", "stat", "none", [('count(ALERTS{alertstate="firing"}) or vector(0)', "")], ""),
+]
+
+OPERATIONS = [
+    ("Replicas up", "stat", "none", [(f'sum by (server) (up{{job="mcp_server", {S}}})', "{{server}}")], ""),
+    ("Tool calls per second by tool", "timeseries", "reqps",
+     [(f'sum by (server, tool) (rate(fleetops_mcp_requests_total{{{S}, rpc_method="tools/call"}}[{RI}]))', "{{server}} {{tool}}")], ""),
+    ("Messages per second by method", "timeseries", "reqps",
+     [(f'sum by (rpc_method) (rate(fleetops_mcp_requests_total{{{S}}}[{RI}]))', "{{rpc_method}}")], ""),
+    ("p95 latency by tool", "timeseries", "s",
+     [(f'histogram_quantile(0.95, sum by (tool, le) (rate(fleetops_mcp_request_duration_seconds_bucket{{{S}, rpc_method="tools/call"}}[{RI}])))', "{{tool}}")], ""),
+    ("Errors per second by tool", "timeseries", "reqps",
+     [(f'sum by (tool, kind) (rate(fleetops_mcp_errors_total{{{S}}}[{RI}])) or sum by (tool) (rate(fleetops_mcp_requests_total{{{S}}}[{RI}])) * 0', "{{tool}} {{kind}}")], ""),
+    ("Open sessions", "timeseries", "none",
+     [(f'sum by (instance) (fleetops_mcp_active_sessions{{{S}}})', "{{instance}}")], "Streamable HTTP sessions (2025-era protocol) per replica."),
+    ("Requests in flight", "timeseries", "none",
+     [(f'sum by (instance) (fleetops_mcp_inflight_requests{{{S}}})', "{{instance}}")], ""),
+    ("Container memory", "timeseries", "bytes",
+     [('fleetops_container_memory_usage_bytes{mcp_server=~"$server"}', "{{instance}} {{name}}")], ""),
+    ("Container CPU", "timeseries", "percentunit",
+     [(f'rate(fleetops_container_cpu_seconds_total{{mcp_server=~"$server"}}[{RI}])', "{{instance}} {{name}}")], "Cores used."),
+]
+
+DEBUGGING = [
+    ("Errors by kind", "timeseries", "reqps",
+     [(f'sum by (server, kind) (rate(fleetops_mcp_errors_total[{RI}])) or sum by (server) (rate(fleetops_mcp_requests_total[{RI}])) * 0', "{{server}} {{kind}}")],
+     "tool_error, rpc_error, http_error, refused, unauthorized, aborted."),
+    ("Scrape targets down", "timeseries", "none",
+     [('count by (job) (up == 0) or count by (job) (up) * 0', "{{job}}")], "Targets Prometheus cannot scrape, by job."),
+    ("Backends not answering (upstream failures)", "timeseries", "none",
+     [('sum by (server) (1 - up{job="mcp_server"})', "{{server}}")],
+     "MCP replicas whose own endpoint does not answer; the load balancers route around them."),
+    ("Failed MCP probes through the VIP", "timeseries", "none",
+     [('1 - probe_success{job="mcp_probe"}', "{{server}}")], ""),
+    ("Container restarts (1 h)", "timeseries", "none",
+     [('sum by (instance, name) (increase(fleetops_container_restarts_total[1h]))', "{{instance}} {{name}}")], ""),
+    ("Unhealthy containers", "stat", "none",
+     [('count(fleetops_container_healthy == 0) or vector(0)', "")], "Containers whose Docker health check fails."),
+    ("nginx connections", "timeseries", "none",
+     [('sum by (instance) (nginx_connections_active)', "{{instance}} active"),
+      (f'sum by (instance) (rate(nginx_http_requests_total[{RI}]))', "{{instance}} req/s")], ""),
+    ("Virtual IP state changes (1 h)", "timeseries", "none",
+     [('changes(fleetops_keepalived_state_change_timestamp_seconds[1h])', "{{instance}}")], ""),
+    ("Failovers of stateful servers", "timeseries", "none",
+     [('sum by (server) (increase(fleetops_failover_total[1h])) or vector(0)', "{{server}}")],
+     "Promotions of a standby by the mcp_failover daemon."),
+    ("Last successful backup age", "stat", "s",
+     [('time() - max by (instance) (fleetops_backup_last_success_timestamp_seconds) or vector(0)', "{{instance}}")],
+     "Seconds since each host's last successful backup (the alert fires past 26 hours)."),
+    ("Alert notifications failed", "timeseries", "none",
+     [(f'sum by (integration) (rate(alertmanager_notifications_failed_total[{RI}]))', "{{integration}}")], ""),
+]
+
+DASHBOARDS = {
+    "fleetops-overview": ("fleetops: fleet overview and SLA", OVERVIEW, False),
+    "fleetops-operations": ("fleetops: MCP servers and tools", OPERATIONS, True),
+    "fleetops-debugging": ("fleetops: debugging", DEBUGGING, False),
+}
+
+
+def panel(index: int, at: tuple[int, int], title: str, kind: str, unit: str, queries, description: str) -> dict:
+    return {
+        "id": index + 1,
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": 8, "w": width(kind), "x": at[0], "y": at[1]},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {},
+        "targets": [
+            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(queries)
+        ],
+    }
+
+
+def width(kind: str) -> int:
+    return 8 if kind == "stat" else 12
+
+
+def layout(panels) -> list[tuple[int, int]]:
+    """Left to right, a new row of height 8 when the next panel does not fit in 24 columns."""
+    x = y = 0
+    spots = []
+    for spec in panels:
+        w = width(spec[1])
+        if x + w > 24:
+            x, y = 0, y + 8
+        spots.append((x, y))
+        x += w
+    return spots
+
+
+def dashboard(uid: str, title: str, panels, with_server: bool) -> dict:
+    templating = []
+    if with_server:
+        templating.append({
+            "name": "server", "label": "MCP server", "type": "query", "datasource": DATASOURCE,
+            "query": {"query": 'label_values(up{job="mcp_server"}, server)', "refId": "server"},
+            "definition": 'label_values(up{job="mcp_server"}, server)',
+            "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2,
+            "current": {"text": "All", "value": "$__all"},
+        })
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["fleetops", "mcp"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": False,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {"list": templating},
+        "panels": [panel(i, at, *p) for i, (p, at) in enumerate(zip(panels, layout(panels)))],
+    }
+
+
+def render() -> dict[str, str]:
+    return {uid: json.dumps(dashboard(uid, *spec), indent=2, sort_keys=True) + "\n" for uid, spec in DASHBOARDS.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true")
+    group.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    stale = []
+    for uid, text in render().items():
+        path = OUT / f"{uid}.json"
+        if args.write:
+            OUT.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        elif not path.exists() or path.read_text(encoding="utf-8") != text:
+            stale.append(path.name)
+    if stale:
+        print("stale dashboards (run tests/harness/dashboards.py --write): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
