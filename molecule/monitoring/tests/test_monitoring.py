@@ -1,0 +1,328 @@
+"""Monitoring: every target up, real MCP probes through the VIP, every dashboard query answered,
+an alert fired within its `for` and delivered to a webhook receiver, and bad inputs named.
+
+Prometheus is the real one on mo-mon (Debian's); Grafana cannot be installed
+here, so its provisioning files are read from mo-mon and each dashboard query
+is sent to the datasource URL they name, from mo-mon itself, as Grafana would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+import yaml
+from fleetops_testlib import container_host, inventory_hosts, mcp_client_class, run_playbook
+
+MCPClient = mcp_client_class()
+CACHE = pathlib.Path(os.environ["FLEETOPS_CACHE"])
+CA = str(CACHE / "pki" / "ca.crt")
+VIP = "172.30.217.100"
+PROMETHEUS = "http://172.30.217.31:9090"
+ALERTMANAGER = "http://172.30.217.31:9093"
+MON = "mo-mon"
+DH = "mo-dh-1"
+WEBHOOK_LOG = "/var/log/fleetops-test-webhook.jsonl"
+
+
+def get_json(url: str, timeout: float = 10):
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - test network only
+        return json.load(response)
+
+
+def query(expr: str, base: str = PROMETHEUS):
+    data = get_json(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    assert data["status"] == "success", data
+    return data["data"]["result"]
+
+
+def wait_until(what: str, check, deadline_s: float = 90, every: float = 1.0):
+    end = time.monotonic() + deadline_s
+    last = None
+    while time.monotonic() < end:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"{what}: not within {deadline_s} s (last: {last!r})")
+
+
+def duration_s(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ms|s|m|h)", text))
+
+
+def client(server: str = "reference") -> "MCPClient":
+    token = (CACHE / "demo-tokens" / "test-agent").read_text().strip()
+    return MCPClient(f"https://{VIP}/mcp/{server}", ca_path=CA, bearer_token=token, timeout=10)
+
+
+def targets_by_job():
+    active = get_json(f"{PROMETHEUS}/api/v1/targets?state=active")["data"]["activeTargets"]
+    jobs: dict[str, list] = {}
+    for target in active:
+        jobs.setdefault(target["labels"]["job"], []).append(target)
+    return jobs
+
+
+def test_every_scrape_target_from_the_inventory_is_up():
+    hosts = inventory_hosts()
+    expected = {
+        "node": set(hosts),
+        "nginx": set(inventory_hosts("load_balancers")),
+        # The reference server's 2 replicas; mcp-server-time (stdio bridge) has no metrics.
+        "mcp_server": {f"{DH}/mcp-reference-1", f"{DH}/mcp-reference-2"},
+        "mcp_probe": {f"https://{VIP}/mcp/reference", f"https://{VIP}/mcp/time"},
+        "prometheus": {MON}, "alertmanager": {MON}, "blackbox": {MON},
+    }
+
+    def all_up():
+        jobs = targets_by_job()
+        got = {job: {t["labels"]["instance"] for t in ts} for job, ts in jobs.items()}
+        down = [(t["labels"]["instance"], t["lastError"]) for ts in jobs.values() for t in ts if t["health"] != "up"]
+        return got if got == expected and not down else None
+
+    wait_until("every target listed and up", all_up, deadline_s=60)
+
+
+def test_mcp_probes_through_the_vip_succeed_with_the_token_and_fail_without():
+    results = wait_until(
+        "both MCP probes succeed",
+        lambda: (r if len(r := query('probe_success{job="mcp_probe"} == 1')) == 2 else None), deadline_s=60)
+    assert {r["metric"]["server"] for r in results} == {"reference", "time"}
+    # TLS with the private CA: the probe sees the certificate.
+    assert len(query('probe_ssl_earliest_cert_expiry{job="mcp_probe"} > time()')) == 2
+    mon = container_host(MON)
+    probe = "http://127.0.0.1:9115/probe?" + urllib.parse.urlencode(
+        {"module": "{module}", "target": f"https://{VIP}/mcp/reference"})
+
+    def run_probe(module: str) -> str:
+        url = probe.replace("%7Bmodule%7D", module)
+        out = mon.run(f"python3 -c 'import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())' '{url}'")
+        assert out.rc == 0, out.stderr
+        return out.stdout
+
+    assert re.search(r"^probe_success 1$", run_probe("mcp_initialize"), re.M)
+    # The same URL without the token (a plain GET module) is refused by the load balancer.
+    plain = run_probe("http_2xx")
+    assert re.search(r"^probe_success 0$", plain, re.M) and re.search(r"^probe_http_status_code 401$", plain, re.M), plain
+
+
+def test_the_stdio_bridge_leaves_no_zombies_under_steady_probes():
+    """Every probe of the stateless time server spawns a child; with tini as PID 1 none is left behind."""
+    probes = query('count_over_time(probe_success{job="mcp_probe", server="time"}[10m])')
+    assert float(probes[0]["value"][1]) >= 10, probes  # the bridge has served many initialize requests
+    dh = container_host(DH)
+    pids = dh.run("docker top mcp-time-1 -o pid").stdout.split()[1:]
+    states = dh.run("ps -o stat= -p " + ",".join(pids)).stdout.split()
+    assert states and not [s for s in states if s.startswith("Z")], states
+    zombies = dh.run("ps -eo stat=,comm= | awk '$1 ~ /^Z/ {print $2}'").stdout.split()
+    assert zombies == [], zombies
+    assert len(query('probe_success{job="mcp_probe", server="time"} == 1')) == 1
+
+
+def test_the_probe_token_is_kept_out_of_configuration_and_readable_by_prometheus_only():
+    mon = container_host(MON)
+    token = (CACHE / "demo-tokens" / "monitoring").read_text().strip()
+    token_file = mon.file("/etc/prometheus/mcp-probe.token")
+    assert (token_file.user, token_file.group, token_file.mode) == ("root", "prometheus", 0o640)
+    assert token_file.content_string == token
+    for path in ("/etc/prometheus/blackbox.yml", "/etc/prometheus/prometheus.yml"):
+        assert token not in mon.file(path).content_string
+
+
+def test_fleet_metrics_arrive_from_every_exporter():
+    # Container metrics (textfile collector on the Docker host).
+    running = query('fleetops_container_running{mcp_server="reference"} == 1')
+    assert {(r["metric"]["instance"], r["metric"]["name"]) for r in running} == {
+        (DH, "mcp-reference-1"), (DH, "mcp-reference-2")}
+    assert query('fleetops_container_memory_usage_bytes{name="mcp-reference-1"} > 0')
+    assert query(f'time() - fleetops_container_metrics_timestamp_seconds{{instance="{DH}"}} < 60')
+    # keepalived: exactly one load balancer holds the VIP.
+    assert query('sum(fleetops_keepalived_state{state="MASTER"})')[0]["value"][1] == "1"
+    # nginx stub_status through the exporter, on both load balancers.
+    assert {r["metric"]["instance"] for r in query("nginx_up == 1")} == {"mo-lb-1", "mo-lb-2"}
+    # The MCP server's own metrics, labelled with server, host and replica.
+    info = query('fleetops_mcp_server_info{job="mcp_server"}')
+    assert {(r["metric"]["server"], r["metric"]["host"], r["metric"]["replica"]) for r in info} == {
+        ("reference", DH, "1"), ("reference", DH, "2")}
+    # The external labels reach alerts, not local queries; they are in the loaded configuration.
+    config = get_json(f"{PROMETHEUS}/api/v1/status/config")["data"]["yaml"]
+    assert yaml.safe_load(config)["global"]["external_labels"] == {"fleet": "molecule-monitoring"}
+
+
+def test_every_alert_rule_is_loaded_and_healthy():
+    groups = get_json(f"{PROMETHEUS}/api/v1/rules")["data"]["groups"]
+    rules = {r["name"]: r for g in groups for r in g["rules"]}
+    for name in ("InstanceDown", "McpServerDown", "McpProbeFailing", "McpErrorRateHigh", "McpLatencyHigh",
+                 "VipNotHeld", "VipHeldTwice", "BackupStale", "BackupFailed", "DiskAlmostFull",
+                 "CertificateExpiringSoon", "ContainerRestarting"):
+        assert name in rules, name
+        assert rules[name]["health"] == "ok", rules[name]
+    # A healthy fleet: none of the fleet's availability alerts is pending or firing.
+    assert {a["labels"]["alertname"] for a in get_json(f"{PROMETHEUS}/api/v1/alerts")["data"]["alerts"]} & {
+        "InstanceDown", "McpServerDown", "McpProbeFailing", "VipNotHeld", "VipHeldTwice"} == set()
+
+
+def grafana_files():
+    mon = container_host(MON)
+    datasource = yaml.safe_load(mon.file("/etc/grafana/provisioning/datasources/fleetops.yml").content_string)
+    provider = yaml.safe_load(mon.file("/etc/grafana/provisioning/dashboards/fleetops.yml").content_string)
+    folder = provider["providers"][0]["options"]["path"]
+    dashboards = {}
+    for name in mon.run(f"ls {folder}").stdout.split():
+        dashboards[name] = json.loads(mon.file(f"{folder}/{name}").content_string)
+    return mon, datasource["datasources"][0], dashboards
+
+
+def grafana_expr(expr: str) -> str:
+    """A panel query as Grafana sends it with every server selected and a 1 h range."""
+    return expr.replace("$__rate_interval", "1m").replace("$__range", "1h").replace('"$server"', '".*"')
+
+
+def test_every_dashboard_query_runs_with_data_through_the_provisioned_datasource():
+    # Traffic through the VIP, including failures, so that every series exists.
+    c = client()
+    c.connect_handshake()
+    for i in range(5):
+        c.request("tools/call", {"name": "echo", "arguments": {"text": f"hello {i}"}})
+    assert c.request("tools/call", {"name": "fail", "arguments": {}}).result.get("isError") is True
+    time_client = client("time")
+    time_client.connect_handshake()
+    time_client.request("tools/call", {"name": "get_current_time", "arguments": {"timezone": "UTC"}})
+    # Two scrapes later, rate() over 1 m has two samples of the new counters.
+    time.sleep(12)
+
+    mon, datasource, dashboards = grafana_files()
+    assert datasource["type"] == "prometheus" and datasource["uid"] == "fleetops-prometheus"
+    assert set(dashboards) == {"fleetops-overview.json", "fleetops-operations.json", "fleetops-debugging.json"}
+    base = datasource["url"]
+    failures, empty, count = [], [], 0
+    exprs = []
+    for name, board in dashboards.items():
+        for variable in board["templating"]["list"]:
+            exprs.append((name, "variable " + variable["name"],
+                          variable["definition"].replace("label_values(", "").rsplit(",", 1)[0]))
+        for panel in board["panels"]:
+            assert panel["datasource"]["uid"] == datasource["uid"], (name, panel["title"])
+            for target in panel["targets"]:
+                exprs.append((name, panel["title"], grafana_expr(target["expr"])))
+    # One round trip to mo-mon for all queries, sent from there to the datasource URL.
+    script = (
+        "import json,sys,urllib.parse,urllib.request\n"
+        "out=[]\n"
+        "for e in json.load(sys.stdin):\n"
+        "    u=sys.argv[1]+'/api/v1/query?'+urllib.parse.urlencode({'query':e})\n"
+        "    try:\n"
+        "        out.append(json.load(urllib.request.urlopen(u,timeout=10)))\n"
+        "    except Exception as x:\n"
+        "        out.append({'status':'error','error':str(x)})\n"
+        "print(json.dumps(out))\n"
+    )
+    mon.run(f"cat > /tmp/fleetops-queries.py <<'PYEOF'\n{script}PYEOF")
+    payload = json.dumps([e for _, _, e in exprs]).replace("'", "'\\''")
+    out = mon.run(f"echo '{payload}' | python3 /tmp/fleetops-queries.py {base}")
+    assert out.rc == 0, out.stderr
+    answers = json.loads(out.stdout)
+    for (board, title, expr), answer in zip(exprs, answers):
+        count += 1
+        if answer.get("status") != "success":
+            failures.append((board, title, expr, answer.get("error")))
+        elif not answer["data"]["result"]:
+            empty.append((board, title, expr))
+    assert count > 25
+    assert not failures, failures
+    assert not empty, empty
+
+
+def webhook_notifications():
+    out = container_host(MON).run(f"cat {WEBHOOK_LOG}")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_a_stopped_mcp_server_fires_its_alert_in_time_and_alertmanager_delivers_it():
+    groups = get_json(f"{PROMETHEUS}/api/v1/rules")["data"]["groups"]
+    group = next(g for g in groups if any(r["name"] == "McpServerDown" for r in g["rules"]))
+    rule = next(r for r in group["rules"] if r["name"] == "McpServerDown")
+    hold, evaluation = float(rule["duration"]), float(group["interval"])
+    config = yaml.safe_load(get_json(f"{PROMETHEUS}/api/v1/status/config")["data"]["yaml"])
+    scrape = duration_s(config["global"]["scrape_interval"])
+    instance = f"{DH}/mcp-reference-2"
+    already = len(webhook_notifications())
+
+    dh = container_host(DH)
+    assert dh.run("docker stop mcp-reference-2").rc == 0
+    stopped = time.monotonic()
+    try:
+        def firing():
+            alerts = get_json(f"{PROMETHEUS}/api/v1/alerts")["data"]["alerts"]
+            return [a for a in alerts if a["labels"]["alertname"] == "McpServerDown"
+                    and a["labels"]["instance"] == instance and a["state"] == "firing"]
+
+        wait_until("McpServerDown firing", firing, deadline_s=hold + evaluation + scrape + 60, every=0.5)
+        fired_after = time.monotonic() - stopped
+        # The rule's `for` plus one evaluation interval, after the first failed scrape
+        # (at most one scrape interval), plus this test's polling step.
+        assert fired_after <= hold + evaluation + scrape + 1.0, (fired_after, hold, evaluation, scrape)
+        assert fired_after >= hold, fired_after
+
+        def delivered():
+            return [n for n in webhook_notifications()[already:] if n["status"] == "firing"
+                    and any(a["labels"].get("alertname") == "McpServerDown" and a["labels"].get("instance") == instance
+                            for a in n["alerts"])]
+
+        note = wait_until("the webhook receiver got McpServerDown", delivered, deadline_s=30)[0]
+        alert = next(a for a in note["alerts"] if a["labels"]["alertname"] == "McpServerDown")
+        assert note["receiver"] == "test-webhook"
+        assert alert["labels"]["severity"] == "critical" and alert["labels"]["server"] == "reference"
+        assert alert["labels"]["fleet"] == "molecule-monitoring"  # external labels reach Alertmanager
+        assert "mcp-reference-2" in alert["annotations"]["summary"]
+        # The load balancers routed around the stopped replica: the probe through the VIP never failed.
+        window = int(time.monotonic() - stopped) + 1
+        probes = query(f'min_over_time(probe_success{{job="mcp_probe", server="reference"}}[{window}s])')
+        assert probes[0]["value"][1] == "1", probes
+    finally:
+        assert dh.run("docker start mcp-reference-2").rc == 0
+
+    def resolved():
+        return [n for n in webhook_notifications()[already:] if n["status"] == "resolved"
+                and any(a["labels"].get("instance") == instance for a in n["alerts"])]
+
+    wait_until("the resolution delivered", resolved, deadline_s=60)
+    wait_until("the replica scraped again", lambda: query(f'up{{job="mcp_server", instance="{instance}"}} == 1'), deadline_s=30)
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        ({"monitoring_alertmanager_route": {"receiver": "nobody"}},
+         "monitoring_alertmanager_route.receiver must name one of monitoring_alertmanager_receivers (test-webhook); got 'nobody'"),
+        ({"monitoring_mcp_probe_base_url": "ftp://mcp.example.com"},
+         "monitoring_mcp_probe_base_url must be empty or an http(s) URL; got 'ftp://mcp.example.com'"),
+        ({"monitoring_scrape_interval": "5 seconds"},
+         "monitoring_scrape_interval must be a Prometheus duration such as 15s or 1h30m; got '5 seconds'"),
+        ({"monitoring_agent_node_exporter_port": 70000},
+         "monitoring_agent_node_exporter_port must be a whole number from 1 to 65535; got 70000"),
+        ({"grafana_install": True, "grafana_admin_password": "short"},
+         "grafana_admin_password is required with grafana_install and must have at least 12 characters"),
+    ],
+    ids=["route-receiver", "probe-url", "scrape-interval", "exporter-port", "grafana-password"],
+)
+def test_bad_inputs_fail_naming_the_variable_and_change_nothing(extra_vars, message):
+    mon = container_host(MON)
+    before = {unit: mon.run(f"systemctl show -p MainPID --value {unit}").stdout.strip()
+              for unit in ("prometheus", "prometheus-alertmanager", "prometheus-node-exporter")}
+    config = mon.file("/etc/prometheus/prometheus.yml").content_string
+    result = run_playbook("../../playbooks/monitoring.yml", limit=MON, extra_vars=extra_vars)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output[-3000:]
+    assert "changed=0" in output
+    assert mon.file("/etc/prometheus/prometheus.yml").content_string == config
+    assert before == {unit: mon.run(f"systemctl show -p MainPID --value {unit}").stdout.strip() for unit in before}
