@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet, _lb_clients
+from ansible_collections.fleetops.mcp.plugins.module_utils import _backup, _fleet, _lb_clients
 
 
 def changed_keys(old, new):
@@ -92,6 +92,14 @@ def mcp_scrape_targets(servers, backends):
         raise AnsibleFilterError("cannot list the MCP servers' scrape targets: %s" % exc)
 
 
+def mcp_backup_items(servers, host, groups, extra_paths=None, prometheus_url=None, prometheus_data_dir=None):
+    """What ``host`` backs up: configuration by its groups, its servers' writable volumes, a TSDB snapshot."""
+    try:
+        return _backup.items(servers, host, groups, extra_paths, prometheus_url, prometheus_data_dir)
+    except ValueError as exc:
+        raise AnsibleFilterError("cannot list the backup items of %s: %s" % (host, exc))
+
+
 def mcp_lb_backends(hosts, hostvars):
     """``[{host, address}]`` for the Docker hosts the load balancers send to.
 
@@ -141,4 +149,5 @@ class FilterModule:
             "mcp_lb_clients": mcp_lb_clients,
             "mcp_lb_routes": mcp_lb_routes,
             "mcp_scrape_targets": mcp_scrape_targets,
+            "mcp_backup_items": mcp_backup_items,
         }

@@ -17,7 +17,7 @@ KNOWN_FIELDS = {
     "name", "image", "image_source", "build_context", "image_archive", "transport",
     "command", "stdio_command", "port", "host_port", "bind_address", "path", "replicas",
     "env", "secrets", "volumes", "resources", "healthcheck", "stop_grace_period",
-    "labels", "user", "tmpfs", "stateless", "hosts", "metrics_path",
+    "labels", "user", "tmpfs", "stateless", "hosts", "metrics_path", "backup_command",
 }
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 IMAGE = re.compile(
@@ -50,6 +50,9 @@ DEFAULTS = {
     "hosts": None,
     # None: /metrics for HTTP servers, none for stdio (the bridge has none).
     "metrics_path": None,
+    # Run in the first replica before its writable volumes are copied (a
+    # dump); without it the server's containers are paused for the copy.
+    "backup_command": None,
 }
 
 
@@ -156,7 +159,7 @@ def _check_one(where, server, errors):
         errors.append("%s: transport %r is not one of %s" % (where, transport, ", ".join(TRANSPORTS)))
     if transport == "stdio" and not server.get("stdio_command"):
         errors.append("%s: stdio_command is required with transport stdio" % where)
-    for key in ("command", "stdio_command"):
+    for key in ("command", "stdio_command", "backup_command"):
         value = server.get(key)
         if value is not None and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
             errors.append("%s: %s must be a non-empty list of strings" % (where, key))

@@ -21,7 +21,7 @@ from ansible_collections.fleetops.mcp.plugins.filter.fleetops import (
 def test_filters_are_registered():
     assert set(FilterModule().filters()) == {
         "changed_keys", "docker_ulimits", "docker_volume_spec", "mcp_fleet", "mcp_fleet_errors", "mcp_host_ports",
-        "mcp_lb_backends", "mcp_lb_routes", "mcp_lb_client_errors", "mcp_lb_clients", "mcp_scrape_targets",
+        "mcp_lb_backends", "mcp_lb_routes", "mcp_lb_client_errors", "mcp_lb_clients", "mcp_scrape_targets", "mcp_backup_items",
     }
 
 

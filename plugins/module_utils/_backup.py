@@ -1,0 +1,74 @@
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+"""What a host backs up: the items of fleetops-backup's configuration.
+
+Derived from the inventory so that a new MCP server's data volume is backed
+up without anyone listing it: every writable volume of the servers that run
+on the host (made consistent by the server's own dump command or by pausing
+its containers), the collection's configuration for the host's roles, and a
+Prometheus TSDB snapshot on monitor hosts.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet
+
+VOLUME_ROOT = "/var/lib/docker/volumes"
+# Configuration each kind of host carries, by inventory group.
+# What a restored item needs: services reloaded (configuration) or restarted.
+GROUP_PATHS = {
+    "docker_hosts": ("docker-host-config", ["/etc/docker/daemon.json", "/etc/nftables.d"],
+                     {"reload": ["docker"], "restart": ["nftables"]}),
+    "load_balancers": ("load-balancer-config", ["/etc/nginx", "/etc/keepalived"],
+                       {"reload": ["nginx", "keepalived"]}),
+    "monitors": ("monitoring-config", ["/etc/prometheus"],
+                 {"reload": ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"]}),
+}
+
+
+def _safe(name):
+    return re.sub(r"[^a-z0-9-]+", "-", str(name).lower()).strip("-")
+
+
+def volume_items(servers, host):
+    """One item per writable volume of each server on ``host``."""
+    items = []
+    for server in _fleet.normalize(servers, host):
+        containers = [c["name"] for c in server["containers"]]
+        for volume in server["volumes"]:
+            if not volume.get("writable"):
+                continue
+            source = str(volume["source"])
+            path = source if source.startswith("/") else "%s/%s/_data" % (VOLUME_ROOT, source)
+            command = server.get("backup_command")
+            hook = ({"commands": [["docker", "exec", containers[0]] + list(command)]} if command
+                    else {"pause": containers})
+            items.append({
+                "name": "volume-%s-%s" % (server["name"], _safe(source)),
+                "paths": [path],
+                "hook": hook,
+                "restart": {"containers": containers},
+            })
+    return items
+
+
+def items(servers, host, groups, extra_paths=None, prometheus_url=None, prometheus_data_dir=None):
+    """Every item ``host`` backs up, in a stable order."""
+    out = []
+    for group, (name, paths, services) in GROUP_PATHS.items():
+        if group in groups:
+            out.append({"name": name, "paths": list(paths), "optional": True, "restart": dict(services)})
+    if extra_paths:
+        out.append({"name": "extra", "paths": list(extra_paths)})
+    if "docker_hosts" in groups:
+        out += volume_items(servers, host)
+    if "monitors" in groups and prometheus_url:
+        out.append({"name": "prometheus-tsdb", "prometheus_snapshot": prometheus_url,
+                    "prometheus_data_dir": prometheus_data_dir or "/var/lib/prometheus/metrics2",
+                    "restart": {"stop": ["prometheus"]}})
+    names = [i["name"] for i in out]
+    if len(names) != len(set(names)):
+        raise ValueError("two backup items share a name: %s" % ", ".join(sorted(n for n in names if names.count(n) > 1)))
+    return out
