@@ -1,0 +1,264 @@
+"""The backup role's fleetops-backup: archives with a manifest, verify, refusal of damage, byte-identical restore."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[3] / "roles/backup/files/fleetops-backup"
+
+
+def load():
+    loader = importlib.machinery.SourceFileLoader("fleetops_backup", str(SCRIPT))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+fb = load()
+
+
+def tree(root: Path) -> dict:
+    """Every file under root: relative path -> bytes (and symlinks -> target)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = ("link", os.readlink(path))
+        elif path.is_file():
+            out[rel] = (path.read_bytes(), path.stat().st_mode & 0o777)
+        else:
+            out[rel] = ("dir",)
+    return out
+
+
+@pytest.fixture()
+def site(tmp_path):
+    data = tmp_path / "data"
+    (data / "notes" / "deep").mkdir(parents=True)
+    (data / "notes" / "a.txt").write_text("alpha\n")
+    (data / "notes" / "deep" / "b.bin").write_bytes(os.urandom(70_000))
+    (data / "notes" / "secret").write_text("s")
+    os.chmod(data / "notes" / "secret", 0o600)
+    os.symlink("a.txt", data / "notes" / "link")
+    conf = tmp_path / "etc" / "nginx.conf"
+    conf.parent.mkdir()
+    conf.write_text("events {}\n")
+    calls = []
+
+    def runner(command, **_):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    config = {
+        "host": "dh-1", "archive_dir": str(tmp_path / "backups"), "keep_count": 3, "keep_days": 10,
+        "textfile_dir": str(tmp_path), "items": [
+            {"name": "volume-notes", "paths": [str(data / "notes")], "hook": {"pause": ["mcp-notes-1"]},
+             "restart": {"containers": ["mcp-notes-1"]}},
+            {"name": "nginx", "paths": [str(conf)]},
+        ],
+    }
+    return {"config": config, "data": data, "conf": conf, "calls": calls, "runner": runner, "tmp": tmp_path}
+
+
+def test_a_run_writes_an_archive_and_manifest_and_pauses_around_the_volume(site):
+    manifest = fb.run_backup(site["config"], now=1_800_000_000, runner=site["runner"])
+    archive = os.path.join(site["config"]["archive_dir"], "dh-1-20270115T080000Z.tar.gz")
+    assert manifest["archive"] == os.path.basename(archive) and os.path.exists(archive)
+    assert oct(os.stat(archive).st_mode & 0o777) == "0o600"
+    assert site["calls"] == [["docker", "pause", "mcp-notes-1"], ["docker", "unpause", "mcp-notes-1"]]
+    assert {i["name"] for i in manifest["items"]} == {"volume-notes", "nginx"}
+    names = set(manifest["files"])
+    assert fb.member_name("volume-notes", str(site["data"] / "notes" / "deep" / "b.bin")) in names
+    assert fb.verify(archive)["archive_sha256"] == manifest["archive_sha256"]
+
+
+def test_a_failing_item_still_unpauses_and_leaves_no_archive(site):
+    site["config"]["items"][0]["paths"].append("/nonexistent/path")
+    with pytest.raises(fb.BackupError, match="does not exist"):
+        fb.run_backup(site["config"], runner=site["runner"])
+    assert site["calls"][-1] == ["docker", "unpause", "mcp-notes-1"]
+    assert os.listdir(site["config"]["archive_dir"]) == []
+
+
+def test_restore_onto_a_wiped_host_is_byte_identical(site):
+    before = (tree(site["data"]), site["conf"].read_bytes())
+    manifest = fb.run_backup(site["config"], runner=site["runner"])
+    archive = os.path.join(site["config"]["archive_dir"], manifest["archive"])
+    import shutil
+    shutil.rmtree(site["data"])
+    site["conf"].unlink()
+    result = fb.restore(archive, str(site["tmp"] / "kept"))
+    assert result["restored"] == ["nginx", "volume-notes"]
+    assert (tree(site["data"]), site["conf"].read_bytes()) == before
+    # Nothing differs any more: a second restore changes nothing.
+    assert fb.restore(archive, str(site["tmp"] / "kept"))["restored"] == []
+
+
+def test_restore_keeps_a_copy_of_what_it_overwrites_and_removes_extra_files(site):
+    manifest = fb.run_backup(site["config"], runner=site["runner"])
+    archive = os.path.join(site["config"]["archive_dir"], manifest["archive"])
+    (site["data"] / "notes" / "a.txt").write_text("changed after the backup\n")
+    (site["data"] / "notes" / "new.txt").write_text("created after the backup\n")
+    result = fb.restore(archive, str(site["tmp"] / "kept"), only=["volume-notes"])
+    assert result["restored"] == ["volume-notes"]
+    assert (site["data"] / "notes" / "a.txt").read_text() == "alpha\n"
+    assert not (site["data"] / "notes" / "new.txt").exists()
+    with tarfile.open(result["kept"]) as kept:
+        names = kept.getnames()
+        member = fb.member_name("volume-notes", str(site["data"] / "notes" / "new.txt"))
+        assert member in names
+        assert kept.extractfile(member).read() == b"created after the backup\n"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no-manifest", "extra-member"])
+def test_a_damaged_archive_is_refused_and_nothing_changes(site, damage):
+    manifest = fb.run_backup(site["config"], runner=site["runner"])
+    archive = os.path.join(site["config"]["archive_dir"], manifest["archive"])
+    if damage == "flip":
+        with open(archive, "r+b") as handle:
+            handle.seek(200)
+            byte = handle.read(1)
+            handle.seek(200)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+        message = "corrupted"
+    elif damage == "truncate":
+        with open(archive, "r+b") as handle:
+            handle.truncate(os.path.getsize(archive) // 2)
+        message = "truncated"
+    elif damage == "no-manifest":
+        os.unlink(fb.manifest_path(archive))
+        message = "no readable manifest"
+    else:
+        # A rebuilt archive whose sums match a forged manifest, but with a member the backup never had.
+        data = json.loads(Path(fb.manifest_path(archive)).read_text())
+        extra = site["tmp"] / "evil"
+        extra.write_text("x")
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(extra, arcname="volume-notes/etc/evil")
+        data["archive_sha256"] = fb.sha256_file(archive)
+        data["archive_size"] = os.path.getsize(archive)
+        Path(fb.manifest_path(archive)).write_text(json.dumps(data))
+        message = "not in the manifest"
+    (site["data"] / "notes" / "a.txt").write_text("current\n")
+    before = tree(site["tmp"])
+    with pytest.raises(fb.BackupError, match=message):
+        fb.restore(archive, str(site["tmp"] / "kept"))
+    assert tree(site["tmp"]) == before
+
+
+def test_retention_keeps_the_newest_by_count_and_age(site):
+    day = 86400
+    for offset in (0, 1, 2, 3, 12):
+        fb.run_backup(site["config"], now=1_800_000_000 - offset * day, runner=site["runner"])
+    removed = fb.prune(site["config"], now=1_800_000_000)
+    left = [e["created"] for e in fb.list_archives(site["config"]["archive_dir"])]
+    assert left == [1_800_000_000 - o * day for o in (0, 1, 2)]
+    assert len(removed) == 2
+    # An old newest archive is never pruned.
+    site["config"]["keep_days"] = 0
+    fb.prune(site["config"], now=1_800_000_000 + 100 * day)
+    assert len(fb.list_archives(site["config"]["archive_dir"])) == 1
+
+
+def test_metrics_record_success_and_keep_the_last_success_time_after_a_failure(site):
+    fb.write_metrics(site["config"], True, 100.0, 103.5, 4096)
+    fb.write_metrics(site["config"], False, 200.0, 201.0, None)
+    text = (site["tmp"] / "fleetops_backup.prom").read_text()
+    assert "fleetops_backup_last_run_success 0" in text
+    assert "fleetops_backup_last_success_timestamp_seconds 103.500" in text
+    assert "fleetops_backup_last_run_timestamp_seconds 201.000" in text
+
+
+def test_the_command_line_verifies_and_refuses_with_exit_2(site, capsys):
+    manifest = fb.run_backup(site["config"], runner=site["runner"])
+    archive = os.path.join(site["config"]["archive_dir"], manifest["archive"])
+    assert fb.main(["verify", archive]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    os.unlink(fb.manifest_path(archive))
+    assert fb.main(["restore", archive, "--keep-dir", str(site["tmp"] / "kept")]) == 2
+    out = capsys.readouterr()
+    assert json.loads(out.out)["ok"] is False and "incomplete backup" in out.err
+
+
+def test_a_prometheus_snapshot_is_archived_under_the_data_dir_and_removed_after(tmp_path):
+    import http.server
+    import threading
+
+    data = tmp_path / "metrics2"
+    (data / "wal").mkdir(parents=True)
+    (data / "wal" / "00000001").write_bytes(b"live wal, not in a snapshot")
+
+    class Admin(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            assert self.path == "/api/v1/admin/tsdb/snapshot"
+            block = data / "snapshots" / "20261201T000000Z-1" / "01BLOCK"
+            (block / "chunks").mkdir(parents=True)
+            (block / "chunks" / "000001").write_bytes(b"samples")
+            (block / "meta.json").write_text('{"ulid": "01BLOCK"}')
+            body = b'{"status":"success","data":{"name":"20261201T000000Z-1"}}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Admin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = {"host": "mon", "archive_dir": str(tmp_path / "backups"), "items": [
+            {"name": "prometheus-tsdb", "prometheus_snapshot": "http://127.0.0.1:%d" % server.server_port,
+             "prometheus_data_dir": str(data), "restart": {"stop": ["prometheus"]}}]}
+        manifest = fb.run_backup(config)
+    finally:
+        server.shutdown()
+    assert set(manifest["files"]) == {
+        f"prometheus-tsdb{data}/01BLOCK/chunks/000001", f"prometheus-tsdb{data}/01BLOCK/meta.json"}
+    assert not (data / "snapshots" / "20261201T000000Z-1").exists()
+    # A restore puts the snapshot's blocks in place of the live data directory.
+    archive = os.path.join(config["archive_dir"], manifest["archive"])
+    result = fb.restore(archive, str(tmp_path / "kept"))
+    assert result["restored"] == ["prometheus-tsdb"]
+    assert (data / "01BLOCK" / "chunks" / "000001").read_bytes() == b"samples"
+    assert not (data / "wal").exists()
+
+
+def test_a_refused_snapshot_names_the_admin_api(tmp_path):
+    config = {"host": "mon", "archive_dir": str(tmp_path / "b"), "items": [
+        {"name": "prometheus-tsdb", "prometheus_snapshot": "http://127.0.0.1:9", "prometheus_data_dir": str(tmp_path)}]}
+    with pytest.raises(fb.BackupError, match="admin API"):
+        fb.run_backup(config)
+
+
+@pytest.mark.parametrize(("config", "problem"), [
+    ({"archive_dir": "/b"}, "host is required"),
+    ({"host": "h", "archive_dir": "relative"}, "archive_dir must be an absolute path"),
+    ({"host": "h", "archive_dir": "/b", "keep_count": 0}, "keep_count must be a whole number of at least 1"),
+    ({"host": "h", "archive_dir": "/b", "items": [{"name": "x", "paths": ["rel"]}]}, "items[0] (x): paths must be absolute"),
+    ({"host": "h", "archive_dir": "/b", "copy": {"address": "a"}}, "copy needs address, user, key and known_hosts"),
+])
+def test_check_names_each_configuration_problem(config, problem):
+    assert problem in fb.check_config(config)
+
+
+def test_absent_configuration_of_an_optional_item_is_skipped_and_left_alone_on_restore(site):
+    missing = str(site["tmp"] / "etc-keepalived")
+    site["config"]["items"][1] = {"name": "nginx", "paths": [str(site["conf"]), missing], "optional": True}
+    manifest = fb.run_backup(site["config"], runner=site["runner"])
+    assert next(i for i in manifest["items"] if i["name"] == "nginx")["paths"] == [str(site["conf"])]
+    os.makedirs(missing)
+    Path(missing, "keepalived.conf").write_text("configured after the backup\n")
+    site["conf"].write_text("changed\n")
+    fb.restore(os.path.join(site["config"]["archive_dir"], manifest["archive"]), str(site["tmp"] / "kept"))
+    assert site["conf"].read_text() == "events {}\n"
+    assert Path(missing, "keepalived.conf").read_text() == "configured after the backup\n"
