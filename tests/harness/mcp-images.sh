@@ -4,6 +4,7 @@
 #   .cache/images/fleetops-runtime-trixie.tar  the runtime base image (docker save)
 #   .cache/mcp-images/reference/               reference server build context
 #   .cache/mcp-images/time/                    mcp-server-time + supergateway context
+#   .cache/mcp-images/memory/                  server-memory (npm, stateful) + supergateway
 #   .cache/mcp-images/broken/                  an image that fails at start
 #   .cache/images/fleetops-mcp-reference-1.0.0.tar
 #                                              the reference image built here and
@@ -35,6 +36,20 @@ wheels() {
   echo "$stamp" >"$dest/.stamp"
 }
 
+# The npm packages of a context's package.json as one tarball (node_modules),
+# installed on this machine once per package.json.
+node_bundle() {
+  local name="$1" cache="$ROOT/.cache/npm-$1"
+  if [ ! -f "$cache/bridge.tar.gz" ] || ! cmp -s "$SRC/$name/package.json" "$cache/package.json"; then
+    rm -rf "$cache" && mkdir -p "$cache"
+    cp "$SRC/$name/package.json" "$cache/"
+    (cd "$cache" && npm install --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
+    tar -C "$cache" -czf "$cache/bridge.tar.gz" node_modules package.json
+  fi
+  cp "$cache/bridge.tar.gz" "$OUT/$name.new/"
+  rm -f "$OUT/$name.new/package.json"
+}
+
 context() {
   local name="$1"
   rm -rf "$OUT/$name.new" && mkdir -p "$OUT/$name.new"
@@ -63,19 +78,17 @@ context time
 wheels "$ROOT/.cache/wheels/time" "$OUT/time.new/requirements.txt"
 cp -a "$ROOT/.cache/wheels/time" "$OUT/time.new/wheels"
 rm -f "$OUT/time.new/wheels/.stamp"
-bridge="$ROOT/.cache/bridge"
-if [ ! -f "$bridge/bridge.tar.gz" ] || ! cmp -s "$SRC/time/package.json" "$bridge/package.json"; then
-  rm -rf "$bridge" && mkdir -p "$bridge"
-  cp "$SRC/time/package.json" "$bridge/"
-  (cd "$bridge" && npm install --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
-  tar -C "$bridge" -czf "$bridge/bridge.tar.gz" node_modules package.json
-fi
-cp "$bridge/bridge.tar.gz" "$OUT/time.new/"
-rm -f "$OUT/time.new/package.json"
+node_bundle time
+
+
+# @modelcontextprotocol/server-memory (npm), a stateful third-party server
+# that keeps its knowledge graph in a file, behind supergateway.
+context memory
+node_bundle memory
 
 context broken
 
-for name in reference time broken; do
+for name in reference time memory broken; do
   rm -rf "$OUT/$name" && mv "$OUT/$name.new" "$OUT/$name"
   echo "build context $name: $(du -sh "$OUT/$name" | cut -f1)"
 done

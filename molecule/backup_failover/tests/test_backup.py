@@ -1,0 +1,181 @@
+"""Backups and restores: the timer, one run's archive and manifest (also on the backup host), a
+byte-identical restore onto a wiped host, and a damaged archive refused with nothing changed.
+
+The data is real: @modelcontextprotocol/server-memory's knowledge graph,
+written through the load balancer with MCP tools/call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+
+import pytest
+from fleetops_testlib import container_host, mcp_client_class, run_playbook
+
+MCPClient = mcp_client_class()
+DH, LB, BK = "bf-dh-1", "bf-lb-1", "bf-bk"
+URL = "http://172.30.218.21/mcp/memory"
+ARCHIVES = "/var/backups/fleetops"
+VOLUME = "/var/lib/docker/volumes/memory-data/_data"
+TOOL = "/usr/local/libexec/fleetops/fleetops-backup"
+
+
+def memory():
+    client = MCPClient(URL, timeout=20)
+    client.connect_handshake()
+    return client
+
+
+def remember(name: str, fact: str) -> None:
+    result = memory().request("tools/call", {"name": "create_entities", "arguments": {
+        "entities": [{"name": name, "entityType": "test", "observations": [fact]}]}}).result
+    assert not result.get("isError"), result
+
+
+def recalled() -> dict:
+    result = memory().request("tools/call", {"name": "read_graph", "arguments": {}}).result
+    assert not result.get("isError"), result
+    graph = result.get("structuredContent") or json.loads(result["content"][0]["text"])
+    return {e["name"]: e["observations"] for e in graph["entities"]}
+
+
+def digests(host, paths) -> dict:
+    """sha256 of every regular file under the given paths on a host."""
+    out = host.run("find " + " ".join(paths) + " -type f -print0 | sort -z | xargs -0 -r sha256sum")
+    assert out.rc == 0, out.stderr
+    return dict(reversed(line.split(None, 1)) for line in out.stdout.splitlines())
+
+
+def newest_archive(host) -> str:
+    """The newest backup archive (not a pre-restore copy) in the host's archive directory."""
+    name = host.run("hostname").stdout.strip()
+    names = sorted(host.run(f"ls {ARCHIVES}").stdout.split())
+    archives = [n for n in names if n.startswith(name + "-") and n.endswith(".tar.gz")]
+    assert archives, names
+    return f"{ARCHIVES}/{archives[-1]}"
+
+
+def run_backup(host) -> None:
+    result = host.run("systemctl start fleetops-backup.service")
+    assert result.rc == 0, host.run("journalctl -u fleetops-backup.service -n 20 --no-pager").stdout
+
+
+def test_the_timer_is_enabled_persistent_and_scheduled():
+    for name in (DH, LB):
+        host = container_host(name)
+        timer = host.service("fleetops-backup.timer")
+        assert timer.is_enabled and timer.is_running
+        show = host.run("systemctl show fleetops-backup.timer -p Persistent -p RandomizedDelayUSec "
+                        "-p NextElapseUSecRealtime -p TimersCalendar").stdout
+        assert "Persistent=yes" in show and "RandomizedDelayUSec=30min" in show
+        assert "OnCalendar=*-*-* 02:30:00" in show
+        assert "NextElapseUSecRealtime=" in show and "NextElapseUSecRealtime=\n" not in show
+    # The backup host backs up nothing itself.
+    assert not container_host(BK).file("/etc/systemd/system/fleetops-backup.timer").exists
+
+
+def test_one_service_run_yields_an_archive_with_its_manifest_here_and_on_the_backup_host():
+    marker = f"before-backup-{uuid.uuid4().hex[:8]}"
+    remember(marker, marker)
+    dh, bk = container_host(DH), container_host(BK)
+    before = time.time()
+    run_backup(dh)
+    archive = newest_archive(dh)
+    manifest = json.loads(dh.file(archive.replace(".tar.gz", ".manifest.json")).content_string)
+    assert manifest["created"] >= before - 1
+    assert {i["name"] for i in manifest["items"]} == {"docker-host-config", "volume-memory-memory-data"}
+    # The live graph file is in the manifest with its exact checksum.
+    live = digests(dh, [VOLUME])[f"{VOLUME}/memory.jsonl"]
+    assert manifest["files"][f"volume-memory-memory-data{VOLUME}/memory.jsonl"]["sha256"] == live
+    assert marker in dh.file(f"{VOLUME}/memory.jsonl").content_string
+    assert (dh.file(archive).mode, dh.file(ARCHIVES).mode) == (0o600, 0o700)
+    verify = dh.run(f"{TOOL} verify {archive}")
+    assert verify.rc == 0 and json.loads(verify.stdout)["ok"] is True
+    # The same bytes on the backup host, in this host's own directory.
+    copy = f"/srv/fleetops-backups/{DH}/{os.path.basename(archive)}"
+    assert bk.file(copy).sha256sum == manifest["archive_sha256"]
+    # The run's metrics for node_exporter.
+    prom = dh.file("/var/lib/prometheus/node-exporter/fleetops_backup.prom").content_string
+    assert "fleetops_backup_last_run_success 1" in prom
+    assert f"fleetops_backup_last_size_bytes {manifest['archive_size']}" in prom
+    # The paused container was unpaused.
+    assert dh.run("docker inspect -f '{{.State.Status}}' mcp-memory-1").stdout.strip() == "running"
+
+
+def test_the_load_balancer_backs_up_its_configuration():
+    lb = container_host(LB)
+    run_backup(lb)
+    manifest = json.loads(lb.file(newest_archive(lb).replace(".tar.gz", ".manifest.json")).content_string)
+    assert manifest["files"]["load-balancer-config/etc/nginx/nginx.conf"]["sha256"] == lb.file("/etc/nginx/nginx.conf").sha256sum
+
+
+def test_a_wiped_host_is_restored_byte_for_byte_from_the_backup_host():
+    dh = container_host(DH)
+    marker = f"restored-{uuid.uuid4().hex[:8]}"
+    remember(marker, marker)
+    run_backup(dh)
+    paths = [VOLUME, "/etc/docker/daemon.json", "/etc/nftables.d"]
+    before = digests(dh, paths)
+    # Wipe: the data, the configuration and every local archive.
+    assert dh.run(f"docker stop mcp-memory-1 && rm -rf {VOLUME}/* /etc/nftables.d/* {ARCHIVES}/*").rc == 0
+    assert dh.run("printf '{}' > /etc/docker/daemon.json && docker start mcp-memory-1").rc == 0
+    assert digests(dh, paths) != before
+    result = run_playbook("../../playbooks/restore.yml", extra_vars={"restore_hosts": DH, "restore_from_backup_host": True})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert digests(dh, paths) == before
+    assert "restored docker-host-config, volume-memory-memory-data" in " ".join(output.split())
+    # What it overwrote is kept; the server answers with the data from before the wipe.
+    assert dh.run(f"ls {ARCHIVES}/pre-restore-*.tar.gz").rc == 0
+    assert recalled()[marker] == [marker]
+
+
+def test_a_damaged_archive_is_refused_and_nothing_changes():
+    dh = container_host(DH)
+    run_backup(dh)
+    archive = newest_archive(dh)
+    survivor = f"after-backup-{uuid.uuid4().hex[:8]}"
+    remember(survivor, "must survive the refused restore")
+    size = int(dh.run(f"stat -c %s {archive}").stdout)
+    assert dh.run(f"printf 'X' | dd of={archive} bs=1 seek={size // 2} conv=notrunc status=none").rc == 0
+    before = digests(dh, [VOLUME, "/etc/nftables.d"])
+    started = dh.run("docker inspect -f '{{.State.StartedAt}}' mcp-memory-1").stdout
+    result = run_playbook("../../playbooks/restore.yml", extra_vars={"restore_hosts": DH})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Refusing to restore" in output and "corrupted" in output, output[-3000:]
+    assert digests(dh, [VOLUME, "/etc/nftables.d"]) == before
+    assert dh.run("docker inspect -f '{{.State.StartedAt}}' mcp-memory-1").stdout == started
+    assert recalled()[survivor] == ["must survive the refused restore"]
+
+
+def test_restore_without_a_host_names_restore_hosts():
+    for extra_vars in ({}, {"restore_hosts": "no-such-host"}):
+        result = run_playbook("../../playbooks/restore.yml", extra_vars=extra_vars)
+        output = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode != 0
+        assert "Set restore_hosts to the inventory host (or pattern) to restore" in output, output[-2000:]
+        assert f"got '{extra_vars.get('restore_hosts', '')}', which names no host" in output
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        ({"backup_calendar": "every night"}, "backup_calendar 'every night' is not a systemd calendar expression"),
+        ({"backup_keep_count": 0}, "backup_keep_count must be a whole number from 1 to 1000; got 0"),
+        ({"backup_copy_host": "nowhere"}, "backup_copy_host must name another host of the inventory (got 'nowhere')"),
+    ],
+    ids=["calendar", "keep-count", "copy-host"],
+)
+def test_bad_inputs_fail_naming_the_variable(extra_vars, message):
+    dh = container_host(DH)
+    config = dh.file("/etc/fleetops/backup.json").content_string
+    result = run_playbook("../../playbooks/backup.yml", limit=DH, extra_vars=extra_vars)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output[-3000:]
+    assert dh.file("/etc/fleetops/backup.json").content_string == config
