@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,19 +9,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
 SCRIPT = Path(__file__).resolve().parents[3] / "roles/backup/files/fleetops-backup"
 
 
-def load():
-    loader = importlib.machinery.SourceFileLoader("fleetops_backup", str(SCRIPT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-fb = load()
+fb = load_script(SCRIPT, "fleetops_backup")
 
 
 def tree(root: Path) -> dict:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import importlib.machinery
-import importlib.util
 import json
 import os
 import socketserver
@@ -12,19 +10,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
 SCRIPT = Path(__file__).resolve().parents[3] / "roles/monitoring_agent/files/fleetops-container-metrics"
 
 
-def load():
-    loader = importlib.machinery.SourceFileLoader("fleetops_container_metrics", str(SCRIPT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-cm = load()
+cm = load_script(SCRIPT, "fleetops_container_metrics")
 
 RUNNING = {
     "Id": "aaa", "Name": "/mcp-reference-1", "RestartCount": 3,

@@ -6,21 +6,18 @@ the files themselves are checked.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 
 import pytest
+from script_loader import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 BOARDS = ROOT / "roles/grafana/files/dashboards"
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("dashboards", ROOT / "tests/harness/dashboards.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tests/harness/dashboards.py", "dashboards")
 
 
 def test_committed_dashboards_are_the_generated_ones():

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import pytest
 import yaml
+from script_loader import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLES = sorted(p for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").exists() and not p.name.startswith("_"))
@@ -17,10 +17,7 @@ def load(path: pathlib.Path):
 
 
 def role_docs():
-    spec = importlib.util.spec_from_file_location("role_docs", ROOT / "tests" / "harness" / "role_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tests" / "harness" / "role_docs.py", "role_docs")
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
