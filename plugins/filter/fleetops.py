@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.fleetops.mcp.plugins.module_utils import _backup, _fleet, _lb_clients
+from ansible_collections.fleetops.mcp.plugins.module_utils import _backup, _failover, _fleet, _lb_clients
 
 
 def changed_keys(old, new):
@@ -120,6 +120,34 @@ def mcp_lb_backends(hosts, hostvars):
     return out
 
 
+def _failover_call(what, function, *args):
+    try:
+        return function(*args)
+    except ValueError as exc:
+        raise AnsibleFilterError("cannot work out the failover %s: %s" % (what, exc))
+
+
+def mcp_failover_active(servers, state=None):
+    """``{server: active host}`` from the controller's recorded state (the primary when none)."""
+    return _failover_call("active hosts", _failover.active_hosts, servers, state)
+
+
+def mcp_failover_routes(servers, backends, max_fails=1, fail_timeout=10):
+    """``{server: {host: nginx include text}}`` for the failover servers' pool upstreams."""
+    return _failover_call("routes", _failover.route_files, servers, backends, max_fails, fail_timeout)
+
+
+def mcp_failover_agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None, metrics_dir=""):
+    """The failover agent's and replication's configuration on one Docker host."""
+    return _failover_call("agent configuration", _failover.agent_config, servers, host, backends, ready_timeout,
+                          pause, ssh, metrics_dir)
+
+
+def mcp_failover_daemon_config(servers, backends, load_balancers, options):
+    """The failover daemon's configuration on the controller."""
+    return _failover_call("daemon configuration", _failover.daemon_config, servers, backends, load_balancers, options)
+
+
 def mcp_lb_client_errors(clients):
     """Problems in the load balancers' client list, each naming the client and field."""
     return _lb_clients.validate(clients)
@@ -150,4 +178,8 @@ class FilterModule:
             "mcp_lb_routes": mcp_lb_routes,
             "mcp_scrape_targets": mcp_scrape_targets,
             "mcp_backup_items": mcp_backup_items,
+            "mcp_failover_active": mcp_failover_active,
+            "mcp_failover_agent_config": mcp_failover_agent_config,
+            "mcp_failover_daemon_config": mcp_failover_daemon_config,
+            "mcp_failover_routes": mcp_failover_routes,
         }

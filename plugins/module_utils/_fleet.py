@@ -18,7 +18,9 @@ KNOWN_FIELDS = {
     "command", "stdio_command", "port", "host_port", "bind_address", "path", "replicas",
     "env", "secrets", "volumes", "resources", "healthcheck", "stop_grace_period",
     "labels", "user", "tmpfs", "stateless", "hosts", "metrics_path", "backup_command",
+    "failover",
 }
+FAILOVER_FIELDS = {"primary", "standby", "sync_interval"}
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[0-9]+/[a-z0-9]+(?:[._/-][a-z0-9]+)*)?)"
@@ -53,6 +55,9 @@ DEFAULTS = {
     # Run in the first replica before its writable volumes are copied (a
     # dump); without it the server's containers are paused for the copy.
     "backup_command": None,
+    # Active/passive on two Docker hosts (roles/mcp_failover):
+    # {primary, standby, sync_interval seconds}.
+    "failover": None,
 }
 
 
@@ -211,6 +216,31 @@ def _check_one(where, server, errors):
     hosts = server.get("hosts")
     if hosts is not None and not (isinstance(hosts, list) and all(isinstance(h, str) for h in hosts)):
         errors.append("%s: hosts must be a list of inventory host names" % where)
+    if server.get("failover") is not None:
+        _check_failover(where, server, errors)
+
+
+def _check_failover(where, server, errors):
+    failover = server["failover"]
+    if not isinstance(failover, dict):
+        errors.append("%s: failover must be a mapping of primary, standby and sync_interval" % where)
+        return
+    for key in sorted(set(failover) - FAILOVER_FIELDS):
+        errors.append("%s: failover.%s is not a known field (primary, standby, sync_interval)" % (where, key))
+    for key in ("primary", "standby"):
+        if not isinstance(failover.get(key), str) or not failover.get(key):
+            errors.append("%s: failover.%s is required (an inventory host name)" % (where, key))
+    if isinstance(failover.get("primary"), str) and failover.get("primary") == failover.get("standby"):
+        errors.append("%s: failover.primary and failover.standby must be two different hosts" % where)
+    if "sync_interval" in failover and _int_in(failover["sync_interval"], 5, 86400) is None:
+        errors.append("%s: failover.sync_interval %r must be whole seconds from 5 to 86400"
+                      % (where, failover["sync_interval"]))
+    if _int_in(server.get("replicas", 1), 1, 64) != 1:
+        errors.append("%s: replicas must be 1 with failover (one active container at a time)" % where)
+    if server.get("hosts") is not None:
+        errors.append("%s: hosts and failover exclude each other (failover places the server)" % where)
+    if server.get("transport", DEFAULTS["transport"]) == "sse":
+        errors.append("%s: failover needs an HTTP transport (streamable-http or stdio), not sse" % where)
 
 
 def validate(servers):
@@ -246,6 +276,8 @@ def _port_conflicts(servers):
         first = int(server["host_port"])
         last = first + int(server.get("replicas", 1)) - 1
         hosts = set(server["hosts"]) if server.get("hosts") is not None else None
+        if server.get("failover"):
+            hosts = {server["failover"]["primary"], server["failover"]["standby"]}
         for other_first, other_last, other_hosts, other_name in claimed:
             shared = hosts is None or other_hosts is None or hosts & other_hosts
             if shared and first <= other_last and other_first <= last:
@@ -281,6 +313,10 @@ def normalize(servers, host=None):
     out = []
     for server in servers or []:
         full = _merge(DEFAULTS, server)
+        if full["failover"]:
+            full["failover"] = {"primary": full["failover"]["primary"], "standby": full["failover"]["standby"],
+                                "sync_interval": int(full["failover"].get("sync_interval", 60))}
+            full["hosts"] = [full["failover"]["primary"], full["failover"]["standby"]]
         if host is not None and full["hosts"] is not None and host not in full["hosts"]:
             continue
         full["port"] = int(full["port"])
@@ -352,6 +388,11 @@ def lb_routes(servers, backends):
                 })
         if not members:
             raise ValueError("mcp server %r: no Docker host in the backends runs it" % server["name"])
+        if server["failover"]:
+            missing = [h for h in server["hosts"] if h not in {m["host"] for m in members}]
+            if missing:
+                raise ValueError("mcp server %r: failover host %s is not a Docker host in the backends"
+                                 % (server["name"], ", ".join(missing)))
         tags = [m["tag"] for m in members]
         if len(set(tags)) != len(tags):
             raise ValueError("mcp server %r: two backends share an address and port" % server["name"])
@@ -364,6 +405,7 @@ def lb_routes(servers, backends):
             "transport": server["transport"],
             "upstream": upstream,
             "members": members,
+            "failover": server["failover"],
         })
     return routes
 

@@ -22,7 +22,19 @@ def test_filters_are_registered():
     assert set(FilterModule().filters()) == {
         "changed_keys", "docker_ulimits", "docker_volume_spec", "mcp_fleet", "mcp_fleet_errors", "mcp_host_ports",
         "mcp_lb_backends", "mcp_lb_routes", "mcp_lb_client_errors", "mcp_lb_clients", "mcp_scrape_targets", "mcp_backup_items",
+        "mcp_failover_active", "mcp_failover_routes", "mcp_failover_agent_config", "mcp_failover_daemon_config",
     }
+
+
+def test_failover_filters_turn_bad_input_into_filter_errors():
+    filters = FilterModule().filters()
+    servers = [{"name": "memory", "image": "m:1", "host_port": 18300,
+                "failover": {"primary": "dh-1", "standby": "dh-2"}}]
+    with pytest.raises(AnsibleFilterError, match="cannot work out the failover routes: .*failover host dh-2"):
+        filters["mcp_failover_routes"](servers, [{"host": "dh-1", "address": "10.0.0.1"}])
+    with pytest.raises(AnsibleFilterError, match="cannot work out the failover daemon configuration"):
+        filters["mcp_failover_daemon_config"](servers, [], [], {})
+    assert filters["mcp_failover_active"](servers, None) == {"memory": "dh-1"}
 
 
 @pytest.mark.parametrize(

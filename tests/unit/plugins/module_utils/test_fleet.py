@@ -96,3 +96,51 @@ def test_port_overlap_only_matters_on_shared_hosts():
 def test_normalize_refuses_invalid_declarations():
     with pytest.raises(ValueError, match="transport 'grpc'"):
         _fleet.normalize(with_change(0, transport="grpc"))
+
+
+FAILOVER = {"primary": "dh-1", "standby": "dh-2", "sync_interval": 30}
+
+
+def test_failover_places_the_server_on_its_two_hosts():
+    servers = with_change(0, replicas=1, failover=dict(FAILOVER))
+    ref = _fleet.normalize(servers)[0]
+    assert ref["hosts"] == ["dh-1", "dh-2"]
+    assert ref["failover"] == FAILOVER
+    assert [s["name"] for s in _fleet.normalize(servers, "dh-3")] == ["time"]
+    assert _fleet.normalize(with_change(0, replicas=1, failover={"primary": "a", "standby": "b"}))[0]["failover"]["sync_interval"] == 60
+    routes = _fleet.lb_routes(servers, [{"host": "dh-1", "address": "10.0.0.1"}, {"host": "dh-2", "address": "10.0.0.2"},
+                                         {"host": "dh-3", "address": "10.0.0.3"}])
+    assert [m["host"] for m in routes[0]["members"]] == ["dh-1", "dh-2"]
+    assert routes[0]["failover"] == FAILOVER and routes[1]["failover"] is None
+
+
+def test_failover_hosts_must_be_backends():
+    servers = with_change(0, replicas=1, failover=dict(FAILOVER))
+    with pytest.raises(ValueError, match="failover host dh-2 is not a Docker host in the backends"):
+        _fleet.lb_routes(servers, [{"host": "dh-1", "address": "10.0.0.1"}])
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"failover": "dh-1"}, "failover must be a mapping of primary, standby and sync_interval"),
+        ({"failover": {"primary": "dh-1"}}, "failover.standby is required"),
+        ({"failover": {"primary": "dh-1", "standby": "dh-1"}}, "failover.primary and failover.standby must be two different hosts"),
+        ({"failover": dict(FAILOVER, sync_interval=1)}, "failover.sync_interval 1 must be whole seconds from 5 to 86400"),
+        ({"failover": dict(FAILOVER, witness="x")}, "failover.witness is not a known field"),
+        ({"failover": dict(FAILOVER), "replicas": 2}, "replicas must be 1 with failover"),
+        ({"failover": dict(FAILOVER), "hosts": ["dh-1"]}, "hosts and failover exclude each other"),
+        ({"failover": dict(FAILOVER), "transport": "sse"}, "failover needs an HTTP transport"),
+    ],
+)
+def test_bad_failover_declarations_are_named(change, expected):
+    errors = _fleet.validate(with_change(0, **dict({"replicas": 1}, **change)))
+    assert any(expected in e for e in errors), errors
+
+
+def test_failover_ports_conflict_on_its_hosts():
+    servers = with_change(0, replicas=1, failover=dict(FAILOVER))
+    servers[1].update(host_port=18080, hosts=["dh-2"])
+    assert any("overlaps" in e for e in _fleet.validate(servers))
+    servers[1]["hosts"] = ["dh-3"]
+    assert _fleet.validate(servers) == []

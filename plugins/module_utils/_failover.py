@@ -1,0 +1,123 @@
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+"""Active/passive failover: what each host of a failover pair, each load
+balancer and the failover controller is told, derived from the fleet.
+
+The same route text is written by the nginx_lb role (from the recorded active)
+and by fleetops-failover's agent (on a switch), so a playbook run after a
+failover changes nothing.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet
+from ansible_collections.fleetops.mcp.plugins.module_utils._backup import _safe
+
+VOLUME_ROOT = "/var/lib/docker/volumes"
+REPLICA_DIR = "/var/lib/fleetops/failover/replica"
+
+
+def failover_servers(servers):
+    return [s for s in _fleet.normalize(servers) if s["failover"]]
+
+
+def _addresses(backends):
+    if not isinstance(backends, list) or not all(isinstance(b, dict) and b.get("host") and b.get("address") for b in backends):
+        raise ValueError("backends must be a list of {host, address} mappings")
+    return {b["host"]: b["address"] for b in backends}
+
+
+def route_files(servers, backends, max_fails=1, fail_timeout=10):
+    """``{server: {host: include file text}}``: the pool upstream's member when ``host`` is active."""
+    out = {}
+    for route in _fleet.lb_routes(servers, backends):
+        if not route["failover"]:
+            continue
+        texts = {}
+        for member in route["members"]:
+            texts[member["host"]] = (
+                "# fleetops.mcp failover: %s is served by %s (rewritten by fleetops-failover on a switch)\n"
+                "server %s:%d max_fails=%d fail_timeout=%ds;  # %s %s\n"
+                % (route["name"], member["host"], member["address"], member["port"], int(max_fails),
+                   int(fail_timeout), member["host"], member["container"]))
+        out[route["name"]] = texts
+    return out
+
+
+def active_hosts(servers, state=None):
+    """``{server: active host}``: the recorded active when it is one of the pair, else the primary."""
+    recorded = (state or {}).get("servers", {}) if isinstance(state, dict) else {}
+    out = {}
+    for server in failover_servers(servers):
+        pair = [server["failover"]["primary"], server["failover"]["standby"]]
+        active = (recorded.get(server["name"]) or {}).get("active")
+        standby = (recorded.get(server["name"]) or {}).get("standby")
+        out[server["name"]] = active if sorted([active or "", standby or ""]) == sorted(pair) else pair[0]
+    return out
+
+
+def _volumes(server):
+    out = []
+    for volume in server["volumes"]:
+        if not volume.get("writable"):
+            continue
+        source = str(volume["source"])
+        out.append({
+            "source": source if source.startswith("/") else "%s/%s/_data" % (VOLUME_ROOT, source),
+            "replica": "%s/%s" % (server["name"], _safe(source)),
+        })
+    return out
+
+
+def agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None, metrics_dir=""):
+    """The agent's configuration on one Docker host: the failover servers it holds."""
+    addresses = _addresses(backends)
+    out = {}
+    for server in failover_servers(servers):
+        pair = [server["failover"]["primary"], server["failover"]["standby"]]
+        if host not in pair:
+            continue
+        peer = pair[1] if host == pair[0] else pair[0]
+        if peer not in addresses:
+            raise ValueError("mcp server %r: failover host %s has no address" % (server["name"], peer))
+        container = server["containers"][0]
+        out[server["name"]] = {
+            "container": container["name"],
+            "stop_timeout": server["stop_grace_period"],
+            "ready_timeout": int(ready_timeout),
+            "probe_url": "http://127.0.0.1:%d%s" % (container["host_port"], server["path"]),
+            "peer": addresses[peer],
+            "peer_host": peer,
+            "sync_interval": server["failover"]["sync_interval"],
+            "pause": bool(pause),
+            "volumes": _volumes(server),
+        }
+    return {"servers": out, "replica_dir": REPLICA_DIR, "ssh": dict(ssh or {}), "metrics_dir": metrics_dir}
+
+
+def daemon_config(servers, backends, load_balancers, options):
+    """The controller's configuration: probe URLs, SSH addresses of every agent, timing."""
+    docker = _addresses(backends)
+    lbs = _addresses(load_balancers)
+    listed = []
+    for server in failover_servers(servers):
+        pair = [server["failover"]["primary"], server["failover"]["standby"]]
+        missing = [h for h in pair if h not in docker]
+        if missing:
+            raise ValueError("mcp server %r: failover host %s is not a Docker host" % (server["name"], ", ".join(missing)))
+        container = server["containers"][0]
+        listed.append({
+            "name": server["name"],
+            "primary": pair[0],
+            "standby": pair[1],
+            "stop_timeout": server["stop_grace_period"],
+            "ready_timeout": int(options.get("ready_timeout", 60)),
+            "probe_urls": {h: "http://%s:%d%s" % (docker[h], container["host_port"], server["path"]) for h in pair},
+        })
+    hosts = dict(lbs)
+    for server in listed:
+        for h in (server["primary"], server["standby"]):
+            hosts[h] = docker[h]
+    config = dict(options)
+    config.update({"servers": listed, "hosts": hosts, "load_balancers": sorted(lbs)})
+    return config

@@ -1,0 +1,54 @@
+"""Failover configuration from the fleet: the route texts the load balancers and the agent share, the
+recorded active, the agent's and the daemon's configuration."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.fleetops.mcp.plugins.module_utils import _failover
+
+SERVERS = [
+    {"name": "memory", "image": "fleetops/mcp-memory:1", "host_port": 18300, "transport": "stdio",
+     "stdio_command": ["mcp-server-memory"], "stop_grace_period": 7,
+     "failover": {"primary": "dh-1", "standby": "dh-2", "sync_interval": 10},
+     "volumes": [{"source": "memory-data", "target": "/data", "writable": True},
+                 {"source": "/srv/ro", "target": "/ro"}]},
+    {"name": "reference", "image": "fleetops/mcp-reference:1", "host_port": 18080, "replicas": 2},
+]
+BACKENDS = [{"host": "dh-1", "address": "10.0.0.11"}, {"host": "dh-2", "address": "10.0.0.12"}]
+LBS = [{"host": "lb-1", "address": "10.0.0.21"}]
+
+
+def test_route_texts_name_one_member_per_host():
+    routes = _failover.route_files(SERVERS, BACKENDS, 2, 5)
+    assert list(routes) == ["memory"]
+    assert "server 10.0.0.12:18300 max_fails=2 fail_timeout=5s;  # dh-2 mcp-memory-1\n" in routes["memory"]["dh-2"]
+    assert "10.0.0.11" not in routes["memory"]["dh-2"]
+
+
+def test_the_active_is_the_recorded_one_only_for_the_declared_pair():
+    assert _failover.active_hosts(SERVERS) == {"memory": "dh-1"}
+    state = {"servers": {"memory": {"active": "dh-2", "standby": "dh-1"}}}
+    assert _failover.active_hosts(SERVERS, state) == {"memory": "dh-2"}
+    stale = {"servers": {"memory": {"active": "dh-9", "standby": "dh-1"}}}
+    assert _failover.active_hosts(SERVERS, stale) == {"memory": "dh-1"}
+
+
+def test_agent_config_lists_the_peer_and_the_writable_volumes_only():
+    config = _failover.agent_config(SERVERS, "dh-2", BACKENDS, ssh={"user": "root"})
+    memory = config["servers"]["memory"]
+    assert memory["peer"] == "10.0.0.11" and memory["peer_host"] == "dh-1"
+    assert memory["probe_url"] == "http://127.0.0.1:18300/mcp" and memory["stop_timeout"] == 7
+    assert memory["volumes"] == [{"source": "/var/lib/docker/volumes/memory-data/_data", "replica": "memory/memory-data"}]
+    assert _failover.agent_config(SERVERS, "dh-3", BACKENDS)["servers"] == {}
+    with pytest.raises(ValueError, match="failover host dh-1 has no address"):
+        _failover.agent_config(SERVERS, "dh-2", BACKENDS[1:])
+
+
+def test_daemon_config_probes_each_host_directly_and_knows_every_agent():
+    config = _failover.daemon_config(SERVERS, BACKENDS, LBS, {"interval": 2})
+    assert config["interval"] == 2 and config["load_balancers"] == ["lb-1"]
+    assert config["hosts"] == {"lb-1": "10.0.0.21", "dh-1": "10.0.0.11", "dh-2": "10.0.0.12"}
+    assert config["servers"][0]["probe_urls"] == {"dh-1": "http://10.0.0.11:18300/mcp", "dh-2": "http://10.0.0.12:18300/mcp"}
+    with pytest.raises(ValueError, match="failover host dh-2 is not a Docker host"):
+        _failover.daemon_config(SERVERS, BACKENDS[:1], LBS, {})
