@@ -1,0 +1,321 @@
+"""fleetops-failover: the daemon's decisions against fake actions, its MCP probe against real
+reference servers, the agent's command filter, routing with rollback, promotion from the replica,
+and the replication push (fake docker/rsync/nginx; the real ones run in the backup_failover scenario)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from script_loader import load_script
+
+SCRIPT = Path(__file__).resolve().parents[3] / "roles/mcp_failover/files/fleetops-failover"
+
+
+ff = load_script(SCRIPT, "fleetops_failover")
+
+
+class Fake(ff.Actions):
+    def __init__(self, answers, fence="stopped", promote=True):
+        self.answers = list(answers)
+        self.fence_result, self.promote_result = fence, promote
+        self.calls = []
+
+    def probe(self, server, host):
+        self.calls.append(("probe", host))
+        return (self.answers.pop(0), "x")
+
+    def fence(self, server, host):
+        self.calls.append(("fence", host))
+        return self.fence_result
+
+    def promote(self, server, host):
+        self.calls.append(("promote", host))
+        return self.promote_result
+
+    def route(self, server, host, only=None):
+        self.calls.append(("route", host))
+        return []
+
+    def status(self, server, host):
+        self.calls.append(("status", host))
+        return self.standby_running
+
+    standby_running = False
+
+
+def run(actions, probes, threshold=3):
+    state = ff.ServerState("memory", active="dh-1", standby="dh-2")
+    events = []
+    for _ in range(probes):
+        ff.step(state, actions, threshold, events.append, now=1.0)
+    return state, events
+
+
+def test_no_failover_before_k_consecutive_failures():
+    actions = Fake([False, False, True, False, False])
+    state, _ = run(actions, 5)
+    assert state.active == "dh-1" and state.failures == 2
+    assert [c for c in actions.calls if c[0] not in ("probe", "status")] == []
+
+
+def test_fence_then_promote_then_route_in_that_order():
+    actions = Fake([False, False, False])
+    state, events = run(actions, 3)
+    assert [c for c in actions.calls if c[0] not in ("probe", "status")] == [("fence", "dh-1"), ("promote", "dh-2"), ("route", "dh-2")]
+    assert (state.active, state.standby, state.generation, state.failovers) == ("dh-2", "dh-1", 1, 1)
+    assert [e["event"] for e in events][-3:] == ["failover_started", "fenced", "failover_done"]
+
+
+def test_an_unreachable_old_host_is_fenced_by_routing():
+    state, _ = run(Fake([False] * 3, fence="unreachable"), 3)
+    assert state.active == "dh-2"
+
+
+def test_a_failed_fence_never_promotes():
+    actions = Fake([False] * 4, fence="failed")
+    state, events = run(actions, 4)
+    assert state.active == "dh-1" and ("promote", "dh-2") not in actions.calls
+    assert events[-1] == {"event": "failover_aborted", "server": "memory", "reason": "fence failed"}
+
+
+def test_metrics_name_the_active_host_and_count_failovers():
+    state, _ = run(Fake([False] * 3), 3)
+    text = ff.metrics_text([state])
+    assert 'fleetops_failover_active{server="memory",host="dh-2"} 1' in text
+    assert 'fleetops_failover_total{server="memory"} 1' in text
+
+
+def test_the_probe_speaks_mcp_to_real_servers_and_closes_its_session(sessioned_server, json_server):
+    for server in (sessioned_server, json_server):
+        ok, name = ff.probe_mcp(server.mcp_url)
+        assert ok and name, name
+    bad, detail = ff.probe_mcp("http://127.0.0.1:9/mcp", timeout=1)
+    assert not bad and "no answer" in detail
+
+
+def test_a_running_standby_is_stopped_while_the_active_answers():
+    actions = Fake([True])
+    actions.standby_running = True
+    _, events = run(actions, 1)
+    assert ("fence", "dh-2") in actions.calls and events[-1]["event"] == "standby_fenced"
+
+
+def test_load_balancers_that_missed_the_switch_are_routed_again():
+    class Flaky(Fake):
+        def route(self, server, host, only=None):
+            self.calls.append(("route", host, tuple(only or ())))
+            return ["lb-2"] if not only else []
+
+    actions = Flaky([False, False, False, True])
+    state, events = run(actions, 4)
+    assert state.unrouted == () and ("route", "dh-2", ("lb-2",)) in actions.calls
+    assert [e for e in events if e["event"] == "failover_done"][0]["unrouted_load_balancers"] == ["lb-2"]
+
+
+def test_state_survives_a_restart_and_resets_when_the_pair_changes(tmp_path):
+    path = str(tmp_path / "state.json")
+    config = {"servers": [{"name": "memory", "primary": "dh-1", "standby": "dh-2"}]}
+    state, _ = run(Fake([False] * 3), 3)
+    ff.save_states(path, [state])
+    again = ff.load_states(config, path)[0]
+    assert (again.active, again.generation, again.failovers) == ("dh-2", 1, 1)
+    moved = {"servers": [{"name": "memory", "primary": "dh-1", "standby": "dh-3"}]}
+    assert ff.load_states(moved, path)[0].active == "dh-1"
+    assert ff.load_states(config, str(tmp_path / "missing.json"))[0].active == "dh-1"
+
+
+class FakeHost:
+    """docker, rsync and nginx as the agent and the replication call them."""
+
+    def __init__(self, running=True, nginx_ok=True, rsync_ok=True, start_ok=True):
+        self.running, self.nginx_ok, self.rsync_ok, self.start_ok = running, nginx_ok, rsync_ok, start_ok
+        self.calls = []
+
+    def __call__(self, argv, **_):
+        import subprocess
+
+        self.calls.append(argv)
+        ok = subprocess.CompletedProcess(argv, 0, "", "")
+        if argv[:2] == ["docker", "stop"]:
+            self.running = False
+        if argv[:2] == ["docker", "start"]:
+            if not self.start_ok:
+                return subprocess.CompletedProcess(argv, 1, "", "no such image")
+            self.running = True
+        if argv[:2] == ["docker", "inspect"]:
+            return subprocess.CompletedProcess(argv, 0, "true\n" if self.running else "false\n", "")
+        if argv[0] == "nginx":
+            return subprocess.CompletedProcess(argv, 0 if self.nginx_ok else 1, "", "bad upstream")
+        if argv[0] == "rsync":
+            if not self.rsync_ok:
+                return subprocess.CompletedProcess(argv, 23, "", "permission denied")
+            if argv[-1].startswith("/") and argv[-2].endswith("/"):  # a local copy: do it
+                import shutil
+
+                shutil.copytree(argv[-2], argv[-1], dirs_exist_ok=True)
+        return ok
+
+
+def agent_config(tmp_path):
+    replica = tmp_path / "replica"
+    return {
+        "replica_dir": str(replica),
+        "outbox_dir": str(tmp_path / "outbox"),
+        "include_dir": str(tmp_path),
+        "ssh": {"key": "/k", "known_hosts": "/kh", "connect_timeout": 3, "user": "root"},
+        "servers": {"memory": {"container": "mcp-memory-1", "stop_timeout": 5, "ready_timeout": 2,
+                               "probe_url": "http://127.0.0.1:18300/mcp", "peer": "10.0.0.12",
+                               "volumes": [{"source": str(tmp_path / "volume"), "replica": "memory/memory-data"}]}},
+        "routes": {"memory": {"dh-1": "server 10.0.0.11:18300;\n", "dh-2": "server 10.0.0.12:18300;\n"}},
+    }
+
+
+def test_the_agent_refuses_anything_but_its_four_commands(tmp_path):
+    import pytest
+
+    for words in ([], ["rm", "-rf", "/"], ["fence"], ["fence", "other"], ["fence", "memory", "x"],
+                  ["route", "memory", "10.0.0.1:80; evil"], ["route", "memory", "dh-9"], ["status", "../etc"],
+                  ["route", "other", "dh-1"]):
+        with pytest.raises(ff.Refused):
+            ff.agent_handle(words, agent_config(tmp_path), run=FakeHost())
+
+
+def test_fence_stops_and_confirms(tmp_path):
+    host = FakeHost(running=True)
+    assert ff.agent_handle(["fence", "memory"], agent_config(tmp_path), run=host) == {"server": "memory", "result": "stopped"}
+    assert ["docker", "stop", "-t", "5", "mcp-memory-1"] in host.calls
+
+    class Stuck(FakeHost):
+        def __call__(self, argv, **kw):
+            if argv[:2] == ["docker", "stop"]:
+                self.calls.append(argv)
+                import subprocess
+
+                return subprocess.CompletedProcess(argv, 1, "", "timeout")
+            return super().__call__(argv, **kw)
+
+    assert ff.agent_handle(["fence", "memory"], agent_config(tmp_path), run=Stuck())["result"] == "failed"
+
+
+def test_promote_installs_the_complete_replica_then_waits_for_mcp(tmp_path):
+    config = agent_config(tmp_path)
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "volume" / "memory.jsonl").write_text("stale\n")
+    replica = tmp_path / "replica" / "memory" / "memory-data"
+    replica.mkdir(parents=True)
+    (replica / "memory.jsonl").write_text("replicated\n")
+    host = FakeHost(running=False)
+    answers = iter([(False, ""), (True, "memory-server")])
+    # No stamp: the replica may be half-written, so it is not installed.
+    result = ff.agent_handle(["promote", "memory"], config, run=host, probe=lambda url, timeout: next(answers),
+                             sleep=lambda s: None)
+    assert result == {"server": "memory", "result": "started", "replica": {"memory/memory-data": "no replica yet"}}
+    assert (tmp_path / "volume" / "memory.jsonl").read_text() == "stale\n"
+    (tmp_path / "replica" / "memory" / "memory-data.synced").write_text("1700000000.000\n")
+    host.running = False
+    result = ff.agent_handle(["promote", "memory"], config, run=host, probe=lambda url, timeout: (True, "m"),
+                             sleep=lambda s: None)
+    assert result["replica"] == {"memory/memory-data": "1700000000.000"}
+    assert (tmp_path / "volume" / "memory.jsonl").read_text() == "replicated\n"
+
+
+def test_promote_fails_when_the_container_never_answers(tmp_path):
+    clock = iter(range(100))
+    result = ff.agent_handle(["promote", "memory"], agent_config(tmp_path), run=FakeHost(running=False),
+                             probe=lambda url, timeout: (False, "no answer"), sleep=lambda s: None,
+                             clock=lambda: next(clock))
+    assert result["result"] == "failed" and "did not answer MCP" in result["error"]
+    result = ff.agent_handle(["promote", "memory"], agent_config(tmp_path), run=FakeHost(running=False, start_ok=False))
+    assert result == {"server": "memory", "result": "failed", "error": "no such image"}
+
+
+def test_route_is_checked_and_a_bad_config_is_put_back(tmp_path):
+    config = agent_config(tmp_path)
+    host = FakeHost()
+    assert ff.agent_handle(["route", "memory", "dh-2"], config, run=host)["result"] == "routed"
+    assert (tmp_path / "memory.conf").read_text() == "server 10.0.0.12:18300;\n"
+    assert ["systemctl", "reload", "nginx"] in host.calls
+    assert ff.agent_handle(["route", "memory", "dh-2"], config, run=host)["result"] == "unchanged"
+    broken = FakeHost(nginx_ok=False)
+    result = ff.agent_handle(["route", "memory", "dh-1"], config, run=broken)
+    assert result["result"] == "failed"
+    assert (tmp_path / "memory.conf").read_text() == "server 10.0.0.12:18300;\n"
+    assert not any(argv[:2] == ["systemctl", "reload"] for argv in broken.calls)
+
+
+def test_sync_pushes_only_from_the_running_host_and_always_unpauses(tmp_path):
+    config = agent_config(tmp_path)
+    assert ff.sync("memory", config, run=FakeHost(running=False)) == {"server": "memory", "result": "not active here"}
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "volume" / "memory.jsonl").write_text("graph\n")
+    host = FakeHost(running=True)
+    result = ff.sync("memory", config, run=host)
+    assert result["result"] == "synced"
+    assert (tmp_path / "outbox" / "memory" / "memory-data" / "memory.jsonl").read_text() == "graph\n"
+    rsyncs = [c for c in host.calls if c[0] == "rsync"]
+    outbox = str(tmp_path / "outbox" / "memory" / "memory-data") + "/"
+    # Paused only for the local copy; the push to the peer runs unpaused.
+    assert rsyncs[0][-2:] == [str(tmp_path / "volume") + "/", outbox]
+    assert rsyncs[1][-2:] == [outbox, "10.0.0.12:memory/memory-data/"]
+    assert rsyncs[2][-1] == "10.0.0.12:memory/" and "--ignore-times" in rsyncs[2]
+    pause, unpause = host.calls.index(["docker", "pause", "mcp-memory-1"]), host.calls.index(["docker", "unpause", "mcp-memory-1"])
+    assert pause < host.calls.index(rsyncs[0]) < unpause < host.calls.index(rsyncs[1])
+    failing = FakeHost(running=True, rsync_ok=False)
+    assert ff.sync("memory", config, run=failing)["result"] == "failed"
+    assert ["docker", "unpause", "mcp-memory-1"] in failing.calls
+    assert len([c for c in failing.calls if c[0] == "rsync"]) == 1
+    assert 'fleetops_failover_sync_success{server="memory"} 0' in ff.sync_metrics("memory", {"result": "failed"}, 1.0)
+
+
+def test_the_daemon_persists_state_and_publishes_metrics(tmp_path):
+    import io
+    import json
+
+    config = {"interval": 0, "failures": 2, "probe_timeout": 1, "state_file": str(tmp_path / "state.json"),
+              "event_log": str(tmp_path / "events.jsonl"), "metrics_file": str(tmp_path / "failover.prom"),
+              "load_balancers": ["lb-1"], "servers": [{"name": "memory", "primary": "dh-1", "standby": "dh-2"}]}
+    (tmp_path / "failover.json").write_text(json.dumps(config))
+    fake = Fake([False, False])
+    daemon = ff.Daemon(str(tmp_path / "failover.json"), actions_factory=lambda c: fake, sleep=lambda s: None,
+                       out=io.StringIO())
+    daemon.run(cycles=2)
+    saved = json.loads((tmp_path / "state.json").read_text())["servers"]["memory"]
+    assert saved["active"] == "dh-2" and saved["generation"] == 1
+    events = [json.loads(line)["event"] for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events[0] == "started" and "failover_done" in events
+    assert 'fleetops_failover_active{server="memory",host="dh-2"} 1' in (tmp_path / "failover.prom").read_text()
+
+
+def test_the_drill_times_detection_and_recovery_from_the_daemons_events(tmp_path):
+    import json
+
+    log = tmp_path / "events.jsonl"
+    config = {"state_file": str(tmp_path / "state.json"), "event_log": str(log),
+              "servers": [{"name": "memory", "primary": "dh-1", "standby": "dh-2"}]}
+    now = [100.0]
+
+    def clock():
+        return now[0]
+
+    def sleep(seconds):
+        now[0] += 1.0
+        if now[0] == 104.0:
+            log.write_text("".join(json.dumps(e) + "\n" for e in (
+                {"ts": 50.0, "event": "failover_done", "server": "memory"},  # an older drill: ignored
+                {"ts": 103.0, "event": "failover_started", "server": "memory"},
+                {"ts": 103.5, "event": "failover_done", "server": "memory"})))
+
+    answers = iter([True, False, False, False, True, True])
+
+    def probe(url, timeout, token=None, cafile=None):
+        return next(answers), ""
+
+    fake = Fake([])
+    result = ff.drill(config, "memory", "http://lb/mcp/memory", actions=fake, probe=probe, clock=clock, sleep=sleep)
+    assert ("fence", "dh-1") in fake.calls
+    assert result["result"] == "recovered" and result["failed_calls"] == 3
+    assert (result["detected_after_seconds"], result["switched_after_seconds"], result["recovered_after_seconds"]) == (3.0, 3.5, 4.0)
+    import pytest
+
+    with pytest.raises(ff.Refused, match="not a failover server"):
+        ff.drill(config, "other", "http://lb/mcp/other", actions=fake, probe=probe)
