@@ -14,33 +14,22 @@ import time
 import uuid
 
 import pytest
-from fleetops_testlib import container_host, mcp_client_class, run_playbook
+from fleetops_testlib import container_host, run_playbook
+from memory_graph import recalled, remember
 
-MCPClient = mcp_client_class()
 DH, LB, BK = "bf-dh-1", "bf-lb-1", "bf-bk"
-URL = "http://172.30.218.21/mcp/memory"
 ARCHIVES = "/var/backups/fleetops"
 VOLUME = "/var/lib/docker/volumes/memory-data/_data"
 TOOL = "/usr/local/libexec/fleetops/fleetops-backup"
 
 
-def memory():
-    client = MCPClient(URL, timeout=20)
-    client.connect_handshake()
-    return client
-
-
-def remember(name: str, fact: str) -> None:
-    result = memory().request("tools/call", {"name": "create_entities", "arguments": {
-        "entities": [{"name": name, "entityType": "test", "observations": [fact]}]}}).result
-    assert not result.get("isError"), result
-
-
-def recalled() -> dict:
-    result = memory().request("tools/call", {"name": "read_graph", "arguments": {}}).result
-    assert not result.get("isError"), result
-    graph = result.get("structuredContent") or json.loads(result["content"][0]["text"])
-    return {e["name"]: e["observations"] for e in graph["entities"]}
+@pytest.fixture(scope="module", autouse=True)
+def failover_daemon_paused():
+    """These tests stop and wipe bf-dh-1 on purpose; the failover daemon would (rightly) fail it over."""
+    bk = container_host(BK)
+    assert bk.run("systemctl stop fleetops-failover.service").rc == 0
+    yield
+    assert bk.run("systemctl start fleetops-failover.service").rc == 0
 
 
 def digests(host, paths) -> dict:
