@@ -19,7 +19,8 @@ VOLUME_ROOT = "/var/lib/docker/volumes"
 # Configuration each kind of host carries, by inventory group.
 # What a restored item needs: services reloaded (configuration) or restarted.
 GROUP_PATHS = {
-    "docker_hosts": ("docker-host-config", ["/etc/docker/daemon.json", "/etc/nftables.d"],
+    # /etc/fleetops/mcp-servers.json: the record of the MCP servers the host runs (mcp_server role).
+    "docker_hosts": ("docker-host-config", ["/etc/docker/daemon.json", "/etc/nftables.d", "/etc/fleetops/mcp-servers.json"],
                      {"reload": ["docker"], "restart": ["nftables"]}),
     "load_balancers": ("load-balancer-config", ["/etc/nginx", "/etc/keepalived"],
                        {"reload": ["nginx", "keepalived"]}),

@@ -107,10 +107,11 @@ def test_a_wiped_host_is_restored_byte_for_byte_from_the_backup_host():
     marker = f"restored-{uuid.uuid4().hex[:8]}"
     remember(marker, marker)
     run_backup(dh)
-    paths = [VOLUME, "/etc/docker/daemon.json", "/etc/nftables.d"]
+    paths = [VOLUME, "/etc/docker/daemon.json", "/etc/nftables.d", "/etc/fleetops/mcp-servers.json"]
     before = digests(dh, paths)
     # Wipe: the data, the configuration and every local archive.
     assert dh.run(f"docker stop mcp-memory-1 && rm -rf {VOLUME}/* /etc/nftables.d/* {ARCHIVES}/*").rc == 0
+    assert dh.run("printf '{}' > /etc/fleetops/mcp-servers.json").rc == 0
     assert dh.run("printf '{}' > /etc/docker/daemon.json && docker start mcp-memory-1").rc == 0
     assert digests(dh, paths) != before
     result = run_playbook("../../playbooks/restore.yml", extra_vars={"restore_hosts": DH, "restore_from_backup_host": True})

@@ -21,6 +21,7 @@ def test_a_docker_host_backs_up_its_config_and_each_writable_volume():
     items = _backup.items(SERVERS, "dh-1", ["docker_hosts"])
     by_name = {i["name"]: i for i in items}
     assert list(by_name) == ["docker-host-config", "volume-notes-notes-data", "volume-tickets-srv-tickets"]
+    assert "/etc/fleetops/mcp-servers.json" in by_name["docker-host-config"]["paths"]
     notes = by_name["volume-notes-notes-data"]
     assert notes["paths"] == ["/var/lib/docker/volumes/notes-data/_data"]
     assert notes["hook"] == {"pause": ["mcp-notes-1", "mcp-notes-2"]}
