@@ -162,12 +162,34 @@ def test_every_alert_rule_is_loaded_and_healthy():
     rules = {r["name"]: r for g in groups for r in g["rules"]}
     for name in ("InstanceDown", "McpServerDown", "McpProbeFailing", "McpErrorRateHigh", "McpLatencyHigh",
                  "VipNotHeld", "VipHeldTwice", "BackupStale", "BackupFailed", "DiskAlmostFull",
-                 "CertificateExpiringSoon", "ContainerRestarting"):
+                 "CertificateExpiringSoon", "ContainerRestarting", "McpFailoverHappened",
+                 "McpFailoverLoadBalancerNotSwitched", "McpFailoverDaemonStale", "McpReplicationFailing"):
         assert name in rules, name
         assert rules[name]["health"] == "ok", rules[name]
     # A healthy fleet: none of the fleet's availability alerts is pending or firing.
     assert {a["labels"]["alertname"] for a in get_json(f"{PROMETHEUS}/api/v1/alerts")["data"]["alerts"]} & {
         "InstanceDown", "McpServerDown", "McpProbeFailing", "VipNotHeld", "VipHeldTwice"} == set()
+
+
+def test_a_backup_of_the_monitor_holds_a_readable_tsdb_snapshot():
+    """The backup role against the real Prometheus: its admin API snapshot lands in the archive as
+    TSDB blocks that promtool can read, with samples, and the snapshot directory is removed after."""
+    mon = container_host(MON)
+    run = mon.run("systemctl start fleetops-backup.service")
+    assert run.rc == 0, mon.run("journalctl -u fleetops-backup.service -n 20 --no-pager").stdout
+    archive = mon.run("ls -1t /var/backups/fleetops/mo-mon-*.tar.gz | head -1").stdout.strip()
+    manifest = json.loads(mon.file(archive.replace(".tar.gz", ".manifest.json")).content_string)
+    assert any(name.endswith("/meta.json") for name in manifest["files"]), sorted(manifest["files"])[:20]
+    assert mon.run(f"/usr/local/libexec/fleetops/fleetops-backup verify {archive}").rc == 0
+    check = mon.run(f"rm -rf /tmp/tsdb-check && mkdir /tmp/tsdb-check && tar -xzf {archive} -C /tmp/tsdb-check && "
+                    "dirname $(dirname $(find /tmp/tsdb-check -name meta.json | head -1))")
+    assert check.rc == 0, check.stderr
+    blocks = mon.run(f"promtool tsdb list {check.stdout.strip()}")
+    assert blocks.rc == 0, blocks.stderr
+    rows = [line.split() for line in blocks.stdout.splitlines()[1:] if line.strip()]
+    assert rows and max(int(row[4]) for row in rows) > 0, blocks.stdout
+    assert mon.run("ls -A /var/lib/prometheus/metrics2/snapshots").stdout.strip() == ""
+    mon.run("rm -rf /tmp/tsdb-check")
 
 
 def grafana_files():
