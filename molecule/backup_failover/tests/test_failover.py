@@ -26,6 +26,7 @@ EVENTS = "/var/log/fleetops/failover.jsonl"
 STATE = "/var/lib/fleetops/failover/state.json"
 REPLICA = "/var/lib/fleetops/failover/replica/memory/memory-data"
 TOOL = "/usr/local/sbin/fleetops-failover"
+TEXTFILES = "/var/lib/prometheus/node-exporter"
 # group_vars/all.yml: 3 probes 2 s apart, each with a 2 s timeout.
 DETECTION_BOUND = 3 * 2 + 2
 
@@ -79,10 +80,17 @@ def test_the_controllers_key_runs_the_agent_and_nothing_else():
 
 
 def test_the_standby_serves_the_last_synced_data_within_detection_time_plus_5s():
+    # node_exporter's textfile directory (monitoring_agent is not part of this
+    # scenario): with it, the daemon and the replication publish metrics.
+    for host in (BK, DH1):
+        assert container_host(host).run(f"mkdir -p {TEXTFILES}").rc == 0
     marker = f"before-failover-{uuid.uuid4().hex[:8]}"
     remember(marker, marker)
     sync(DH1)
     assert replica_holds(DH2, marker)
+    synced = container_host(DH1).file(f"{TEXTFILES}/fleetops_failover_sync_memory.prom").content_string
+    assert 'fleetops_failover_sync_success{server="memory"} 1' in synced
+    assert 'fleetops_failover_sync_active{server="memory"} 1' in synced
     began = time.time()
     assert container_host(DH1).run("docker stop mcp-memory-1").rc == 0
     served = None
@@ -108,9 +116,10 @@ def test_the_standby_serves_the_last_synced_data_within_detection_time_plus_5s()
     assert active() == DH2 and running(DH2) and not running(DH1)
     include = container_host(LB).file("/etc/nginx/fleetops-failover/memory.conf").content_string
     assert f"server {ADDRESS[DH2]}:18300 " in include and ADDRESS[DH1] not in include
-    metrics = container_host(BK).file("/var/lib/prometheus/node-exporter/fleetops_failover.prom")
-    if metrics.exists:  # monitoring_agent is not part of this scenario; the daemon skips a missing directory
-        assert 'fleetops_failover_active{server="memory",host="bf-dh-2"} 1' in metrics.content_string
+    metrics = container_host(BK).file(f"{TEXTFILES}/fleetops_failover.prom").content_string
+    assert 'fleetops_failover_active{server="memory",host="bf-dh-2"} 1' in metrics
+    assert 'fleetops_failover_active{server="memory",host="bf-dh-1"} 0' in metrics
+    assert 'fleetops_failover_total{server="memory"} 1' in metrics
     status = json.loads(container_host(BK).run(f"{TOOL} status").stdout)["servers"]["memory"]
     assert (status["active"], status["generation"], status["failovers"]) == (DH2, 1, 1)
 
