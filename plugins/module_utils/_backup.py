@@ -33,6 +33,12 @@ def _safe(name):
     return re.sub(r"[^a-z0-9-]+", "-", str(name).lower()).strip("-")
 
 
+def volume_path(source):
+    """Where a volume's data lives on the Docker host: a host path as is, a named volume under Docker's root."""
+    source = str(source)
+    return source if source.startswith("/") else "%s/%s/_data" % (VOLUME_ROOT, source)
+
+
 def volume_items(servers, host):
     """One item per writable volume of each server on ``host``."""
     items = []
@@ -42,7 +48,7 @@ def volume_items(servers, host):
             if not volume.get("writable"):
                 continue
             source = str(volume["source"])
-            path = source if source.startswith("/") else "%s/%s/_data" % (VOLUME_ROOT, source)
+            path = volume_path(source)
             command = server.get("backup_command")
             hook = ({"commands": [["docker", "exec", containers[0]] + list(command)]} if command
                     else {"pause": containers})

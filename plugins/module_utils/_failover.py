@@ -11,20 +11,13 @@ failover changes nothing.
 from __future__ import annotations
 
 from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet
-from ansible_collections.fleetops.mcp.plugins.module_utils._backup import _safe
+from ansible_collections.fleetops.mcp.plugins.module_utils._backup import _safe, volume_path
 
-VOLUME_ROOT = "/var/lib/docker/volumes"
 REPLICA_DIR = "/var/lib/fleetops/failover/replica"
 
 
 def failover_servers(servers):
     return [s for s in _fleet.normalize(servers) if s["failover"]]
-
-
-def _addresses(backends):
-    if not isinstance(backends, list) or not all(isinstance(b, dict) and b.get("host") and b.get("address") for b in backends):
-        raise ValueError("backends must be a list of {host, address} mappings")
-    return {b["host"]: b["address"] for b in backends}
 
 
 def route_files(servers, backends, max_fails=1, fail_timeout=10):
@@ -49,7 +42,7 @@ def active_hosts(servers, state=None):
     recorded = (state or {}).get("servers", {}) if isinstance(state, dict) else {}
     out = {}
     for server in failover_servers(servers):
-        pair = [server["failover"]["primary"], server["failover"]["standby"]]
+        pair = server["hosts"]  # [primary, standby]
         active = (recorded.get(server["name"]) or {}).get("active")
         standby = (recorded.get(server["name"]) or {}).get("standby")
         out[server["name"]] = active if sorted([active or "", standby or ""]) == sorted(pair) else pair[0]
@@ -61,20 +54,19 @@ def _volumes(server):
     for volume in server["volumes"]:
         if not volume.get("writable"):
             continue
-        source = str(volume["source"])
         out.append({
-            "source": source if source.startswith("/") else "%s/%s/_data" % (VOLUME_ROOT, source),
-            "replica": "%s/%s" % (server["name"], _safe(source)),
+            "source": volume_path(volume["source"]),
+            "replica": "%s/%s" % (server["name"], _safe(volume["source"])),
         })
     return out
 
 
 def agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None, metrics_dir=""):
     """The agent's configuration on one Docker host: the failover servers it holds."""
-    addresses = _addresses(backends)
+    addresses = _fleet.backend_addresses(backends)
     out = {}
     for server in failover_servers(servers):
-        pair = [server["failover"]["primary"], server["failover"]["standby"]]
+        pair = server["hosts"]  # [primary, standby]
         if host not in pair:
             continue
         peer = pair[1] if host == pair[0] else pair[0]
@@ -97,11 +89,11 @@ def agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None
 
 def daemon_config(servers, backends, load_balancers, options):
     """The controller's configuration: probe URLs, SSH addresses of every agent, timing."""
-    docker = _addresses(backends)
-    lbs = _addresses(load_balancers)
+    docker = _fleet.backend_addresses(backends)
+    lbs = _fleet.backend_addresses(load_balancers)
     listed = []
     for server in failover_servers(servers):
-        pair = [server["failover"]["primary"], server["failover"]["standby"]]
+        pair = server["hosts"]  # [primary, standby]
         missing = [h for h in pair if h not in docker]
         if missing:
             raise ValueError("mcp server %r: failover host %s is not a Docker host" % (server["name"], ", ".join(missing)))

@@ -358,6 +358,13 @@ def backend_tag(address, port):
     return "b" + hashlib.sha1(("%s:%d" % (address, int(port))).encode("ascii")).hexdigest()[:10]
 
 
+def backend_addresses(backends):
+    """``{host: address}`` of a ``[{host, address}]`` list; ValueError when it is not one."""
+    if not isinstance(backends, list) or not all(isinstance(b, dict) and b.get("host") and b.get("address") for b in backends):
+        raise ValueError("backends must be a list of {host, address} mappings")
+    return {b["host"]: b["address"] for b in backends}
+
+
 def lb_routes(servers, backends):
     """What the load balancers route: one entry per HTTP-reachable MCP server.
 
@@ -367,8 +374,7 @@ def lb_routes(servers, backends):
     session pinning), plus the pool upstream for new sessions and
     stateless servers.
     """
-    if not isinstance(backends, list) or not all(isinstance(b, dict) and b.get("host") and b.get("address") for b in backends):
-        raise ValueError("backends must be a list of {host, address} mappings")
+    backend_addresses(backends)
     routes = []
     for server in normalize(servers):
         upstream = "mcp_" + _var_name(server["name"])
