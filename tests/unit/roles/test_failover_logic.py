@@ -319,3 +319,22 @@ def test_the_drill_times_detection_and_recovery_from_the_daemons_events(tmp_path
 
     with pytest.raises(ff.Refused, match="not a failover server"):
         ff.drill(config, "other", "http://lb/mcp/other", actions=fake, probe=probe)
+
+
+def test_the_daemon_speaks_to_agents_with_pinned_keys_and_reads_unreachable_as_none():
+    import subprocess
+
+    config = {"ssh": {"key": "/k", "known_hosts": "/kh", "connect_timeout": 3, "user": "root"},
+              "hosts": {"dh-1": "10.0.0.11"}, "servers": [{"name": "memory", "stop_timeout": 5}]}
+    calls = []
+
+    def run(argv, **_):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, '{"result": "stopped"}\n', "")
+
+    assert ff.SshActions(config, run=run).fence("memory", "dh-1") == "stopped"
+    argv = calls[0]
+    assert argv[:3] == ["ssh", "-i", "/k"] and "StrictHostKeyChecking=yes" in argv and "UserKnownHostsFile=/kh" in argv
+    assert argv[-4:] == ["10.0.0.11", "--", "fence", "memory"]
+    gone = ff.SshActions(config, run=lambda argv, **_: subprocess.CompletedProcess(argv, 255, "", "no route"))
+    assert gone.fence("memory", "dh-1") == "unreachable" and gone.status("memory", "dh-1") is None
