@@ -180,8 +180,13 @@ def test_the_drill_moves_the_server_back_and_reports_its_times():
          "mcp_failover_controller must name an inventory host outside the failover pairs"),
         ({"mcp_failover_failures": 0}, "mcp_failover_failures must be a whole number from 1 to 100; got 0"),
         ({"failover_drill_server": ""}, "failover_drill_server (a failover server's name) and failover_drill_url"),
+        ({"mcp_failover_lb_group": "nowhere"},
+         "mcp_failover_lb_group: the group 'nowhere' has no hosts; failover switches load balancers."),
+        ({"mcp_failover_servers": [{"name": "memory", "image": "fleetops/mcp-memory:2026.8.31", "host_port": 18300,
+                                    "failover": {"primary": DH1, "standby": LB}}]},
+         "mcp_failover_servers: failover hosts bf-lb-1 are not in the docker_hosts group."),
     ],
-    ids=["controller-in-pair", "failures", "drill-without-server"],
+    ids=["controller-in-pair", "failures", "drill-without-server", "no-load-balancers", "standby-not-a-docker-host"],
 )
 def test_bad_inputs_fail_naming_the_variable(extra_vars, message):
     playbook = "failover_drill" if "failover_drill_server" in extra_vars else "failover"
