@@ -18,11 +18,17 @@ Operational surface:
 * ``GET /metrics`` - Prometheus text exposition.
 * One JSON access-log line per HTTP request on stdout (diagnostics go to
   stderr as JSON too).
-* SIGTERM/SIGINT: drain. /health turns 503; new sessions (``initialize``
-  without ``Mcp-Session-Id``) and sessionless 2026 requests get HTTP 503 with
-  a JSON-RPC error; requests on already-open sessions are still served so
-  clients can finish and DELETE. Once nothing is in flight, or the grace
-  period is over, the server stops and exits 0. A second signal stops at once.
+* SIGTERM/SIGINT: drain. The listener closes at once, so a load balancer's
+  new connection is refused before anything is sent and it tries another
+  backend. What still arrives on open keep-alive connections is served with
+  ``Connection: close`` (so no connection is reused), except a new session
+  (``initialize`` without ``Mcp-Session-Id``): HTTP 503 with a JSON-RPC
+  error. Requests on already-open sessions are served so clients can finish
+  and DELETE; /health answers 503. The drain lasts at least DRAIN_LINGER
+  seconds, so that idle keep-alive connections are closed by the load
+  balancer (nginx_lb: after 4 s) rather than by the server under a request
+  in flight, then until nothing is in flight, all within the grace period;
+  then the server stops and exits 0. A second signal stops at once.
 
 The process never writes to the filesystem, so it runs unchanged on a
 read-only root filesystem as a non-root user.
@@ -78,6 +84,9 @@ MODERN_PROTOCOL_VERSIONS = frozenset({"2026-07-28"})
 """Protocol versions that use the sessionless per-request envelope."""
 
 DRAINING_ERROR_CODE = -32000
+DRAIN_LINGER = 5.0
+"""Seconds a drain lasts at least (bounded by the grace period): longer than the idle
+keep-alive timeout of the load balancers' upstream connections (nginx_lb: 4 s)."""
 """JSON-RPC error code (implementation-defined server error) for drain refusals."""
 
 MAX_INSPECTED_BODY = 1024 * 1024
@@ -579,6 +588,8 @@ class AccessLayer:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.state.draining:
+            send = self._closing(send)
         path = scope.get("path", "")
         if path.rstrip("/") != self.config.path and path != self.config.path:
             await self._serve_plain(scope, receive, send)
@@ -586,6 +597,18 @@ class AccessLayer:
         await self._serve_mcp(scope, receive, send)
 
     # -- helpers ----------------------------------------------------------- #
+
+    @staticmethod
+    def _closing(send: Send) -> Send:
+        """Wrap ``send`` so that the response ends its connection (while draining)."""
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message["headers"] = headers + [(b"connection", b"close")]
+            await send(message)
+
+        return wrapped
 
     @staticmethod
     def _headers(scope: Scope) -> dict[str, str]:
@@ -683,9 +706,10 @@ class AccessLayer:
             return False
         return hmac.compare_digest(supplied.strip().encode(), expected.encode())
 
-    def _refuse_while_draining(self, method: str, headers: dict[str, str]) -> bool:
-        """New sessions and sessionless work are refused while draining."""
-        return self.state.draining and method == "POST" and "mcp-session-id" not in headers
+    def _refuse_while_draining(self, method: str, headers: dict[str, str], info: RpcInfo) -> bool:
+        """A new session is refused while draining (it would end with the process)."""
+        return (self.state.draining and method == "POST" and "mcp-session-id" not in headers
+                and info.method == "initialize")
 
     async def _serve_mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = self._headers(scope)
@@ -735,13 +759,13 @@ class AccessLayer:
                 "Unauthorized: missing or invalid bearer token",
                 {"WWW-Authenticate": 'Bearer realm="mcp"'},
             )
-        if self._refuse_while_draining(http_method, headers):
+        if self._refuse_while_draining(http_method, headers, info):
             return "refused", _json_rpc_error_response(
                 503,
                 info.rpc_id if info.is_request else None,
                 DRAINING_ERROR_CODE,
-                f"Server instance {self.config.instance_id} is draining: not accepting new sessions "
-                "or sessionless requests; retry against another instance",
+                f"Server instance {self.config.instance_id} is draining: not accepting new sessions; "
+                "retry against another instance",
                 {"Retry-After": "1", "Connection": "close"},
             )
         return None
@@ -875,9 +899,9 @@ def build_app(config: ServerConfig) -> tuple[ASGIApp, RuntimeState, Metrics]:
 class DrainingServer(uvicorn.Server):
     """uvicorn server whose first SIGTERM/SIGINT starts a drain instead of stopping.
 
-    The listener stays open during the drain so new clients receive a clear
-    503 (and load balancers see /health fail) instead of connection refused.
-    A second signal stops immediately. Signals are not re-raised after
+    The drain closes the listener at once: a new connection is refused before
+    anything is sent, which a load balancer retries on another backend even for
+    a POST. A second signal stops immediately. Signals are not re-raised after
     shutdown, so a drained process exits 0.
     """
 
@@ -903,6 +927,8 @@ class DrainingServer(uvicorn.Server):
                 return
             await asyncio.sleep(0.05)
         grace = self.state.config.grace_period
+        for listener in self.servers:
+            listener.close()
         LOG.info(
             {
                 "event": "drain_started",
@@ -913,7 +939,9 @@ class DrainingServer(uvicorn.Server):
             }
         )
         deadline = time.monotonic() + grace
-        while self.state.inflight > 0 and time.monotonic() < deadline and not self.should_exit:
+        linger = time.monotonic() + min(grace, DRAIN_LINGER)
+        while ((self.state.inflight > 0 or time.monotonic() < linger) and time.monotonic() < deadline
+               and not self.should_exit):
             await asyncio.sleep(0.05)
         LOG.info(
             {
