@@ -138,15 +138,23 @@ def test_bad_credentials_or_paths_fail_clearly_and_touch_no_container(extra_vars
     assert not [v for v in all_values() if v in output]
 
 
-def test_rotating_one_secret_restarts_exactly_the_containers_that_use_it():
+def test_rotating_one_secret_restarts_exactly_the_running_containers_that_use_it():
+    # mcp-vaulted-2 stopped, as a failover server's standby is: the rotation must not start it.
+    assert host().run("docker stop mcp-vaulted-2").rc == 0
     before = started_at()
     rotated = "vaulted-db-pw-rotated-" + os.urandom(4).hex()
     write_vault("vaulted", {"db_password": rotated, "api_token": vault_value("vaulted", "api_token")})
-    result = run_playbook("servers.yml")
+    result = run_playbook("servers.yml", extra_args=["--tags", "secrets"])
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     after = started_at()
     restarted = sorted(c for c in before if after[c] != before[c])
-    assert restarted == ["mcp-vaulted-1", "mcp-vaulted-2"], restarted
+    assert restarted == ["mcp-vaulted-1"], restarted
+    assert host().run("docker inspect -f '{{.State.Running}}' mcp-vaulted-2").stdout.strip() == "false"
+    assert host().run("docker exec mcp-vaulted-1 cat /run/secrets/db_password").stdout == rotated
+    # The whole stage starts the stopped replica again, and it reads the new value.
+    result = run_playbook("servers.yml")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    after = started_at()
     for container in CONTAINERS["vaulted"]:
         assert host().run(f"docker exec {container} cat /run/secrets/db_password").stdout == rotated
     # Nothing changes on a second run.
