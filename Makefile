@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-DEMO_SCENARIO ?= lb_ha
+DEMO_SCENARIO ?= fleet
 export FLEETOPS_CACHE := $(CURDIR)/.cache
 
 .PHONY: help test lint unit package molecule demo demo-destroy bench venv host images clean
@@ -38,15 +38,16 @@ venv: ## the pinned Python tool chain in .venv
 images: host ## Debian base images: systemd test hosts (12, 13) and the MCP runtime (13)
 	FLEETOPS_APT_PROXY=http://127.0.0.1:3142 tests/harness/build-base-images.sh
 
-demo: ## create the demo fleet (inventories/local) and converge it; it stays running
+demo: ## create the demo fleet (inventories/local), run site.yml on it, prove it with MCP calls; it stays running
 	tests/harness/run.sh host venv images
 	molecule create -s $(DEMO_SCENARIO)
 	molecule prepare -s $(DEMO_SCENARIO) --force
-	molecule converge -s $(DEMO_SCENARIO)
+	set -o pipefail; molecule converge -s $(DEMO_SCENARIO) 2>&1 | tee $(FLEETOPS_CACHE)/demo-converge.log
 	python tests/harness/demo_summary.py
 
-bench: ## benchmarks against the running demo (make demo first); prints figures
-	python bench/lb_bench.py
+bench: ## benchmarks: rebuilds the demo from bare containers, then measures it (about 25 minutes); prints one table
+	tests/harness/run.sh host venv images
+	python bench/fleet_bench.py
 
 demo-destroy: ## remove the demo hosts
 	tests/harness/run.sh venv

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Load balancer benchmark for the running demo (`make demo`, the lb_ha topology).
+"""Load balancer benchmark for the running demo (`make demo`, the fleet topology); bench/fleet_bench.py
+uses its parts.
 
 Prints, from one run:
   1. tools/call latency (p50, p95) and throughput through the VIP (TLS, token,
@@ -60,16 +61,21 @@ def call(conn: http.client.HTTPConnection, target: Target, request_id: int) -> N
         raise RuntimeError(f"HTTP {response.status}: {data[:120]!r}")
 
 
-def run_load(target: Target, concurrency: int, duration: float, timeout: float = 2.0, events=None):
-    """Run ``concurrency`` workers for ``duration`` s; return [(start, latency, ok)]."""
+def run_load(target: Target, concurrency: int, duration: float, timeout: float = 2.0, events=None, until=None):
+    """Run ``concurrency`` workers for ``duration`` s (or, given the threading.Event ``until``, until
+    it is set); ``events`` are (seconds after the start, action) run in order meanwhile.
+    Return [(start, latency, ok)]."""
     results: list[tuple[float, float, bool]] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + duration
 
+    def going() -> bool:
+        return not until.is_set() if until is not None else time.monotonic() < stop_at
+
     def worker(index: int) -> None:
         conn = None
         n = 0
-        while time.monotonic() < stop_at:
+        while going():
             n += 1
             start = time.monotonic()
             try:
@@ -123,43 +129,20 @@ def vip_holder(vip: str) -> str | None:
     return None
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vip", default="172.30.214.100")
-    parser.add_argument("--backend", default="172.30.214.11:18090", help="one backend, host:port")
-    parser.add_argument("--server", default="reference-stateless")
-    parser.add_argument("--client", default="bench-agent", help="demo client whose token to use")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=15.0)
-    parser.add_argument("--failover-duration", type=float, default=20.0)
-    args = parser.parse_args()
-
-    token = (CACHE / "demo-tokens" / args.client).read_text().strip()
-    ca = str(CACHE / "pki" / "ca.crt")
-    host, port = args.backend.split(":")
-    vip = Target("https", args.vip, 443, f"/mcp/{args.server}", token, ca)
-    direct = Target("http", host, int(port), "/mcp", None, None)
-
-    print(f"fleetops.mcp load balancer bench: {args.concurrency} workers, {args.duration:.0f} s per target,"
-          f" tools/call echo on {args.server}")
+def measure_paths(vip: Target, direct: Target, concurrency: int, duration: float) -> dict:
+    """Latency and throughput straight to one backend and through the VIP, same load."""
     run_load(direct, 2, 2.0)  # warm-up
     run_load(vip, 2, 2.0)
-    figures = {}
-    for name, target in (("direct", direct), ("vip", vip)):
-        figures[name] = summarize(run_load(target, args.concurrency, args.duration), args.duration)
-    print(f"\n{'path':10}{'calls':>8}{'failed':>8}{'p50 ms':>9}{'p95 ms':>9}{'calls/s':>9}")
-    for name, f in figures.items():
-        label = "VIP (TLS)" if name == "vip" else "direct"
-        print(f"{label:10}{f['calls']:>8}{f['failed']:>8}{f['p50_ms']:>9.2f}{f['p95_ms']:>9.2f}{f['rps']:>9.1f}")
-    d, v = figures["direct"], figures["vip"]
-    print(f"ratios VIP/direct: p50 {v['p50_ms'] / d['p50_ms']:.2f}x  p95 {v['p95_ms'] / d['p95_ms']:.2f}x  "
-          f"throughput {v['rps'] / d['rps']:.2f}x")
+    return {name: summarize(run_load(target, concurrency, duration), duration)
+            for name, target in (("direct", direct), ("vip", vip))}
 
-    master = vip_holder(args.vip)
+
+def measure_vip_failover(vip: Target, address: str, concurrency: int, duration: float) -> dict | None:
+    """Stop nginx on the VIP holder under load, start it again half-way; None without a holder."""
+    master = vip_holder(address)
     if master is None:
-        print("\nno load balancer holds the VIP; failover part skipped")
-        return 1
-    stop_at, start_at = 5.0, 5.0 + args.failover_duration / 2
+        return None
+    stop_at, start_at = 5.0, 5.0 + duration / 2
     marks = {}
 
     def stop():
@@ -170,23 +153,64 @@ def main() -> int:
         marks["start"] = time.monotonic()
         docker_exec(master, "systemctl", "start", "nginx")
 
-    concurrency = max(1, args.concurrency // 2)
-    results = run_load(vip, concurrency, args.failover_duration, timeout=1.0, events=[(stop_at, stop), (start_at, start)])
+    results = run_load(vip, concurrency, duration, timeout=1.0, events=[(stop_at, stop), (start_at, start)])
     after_stop = [r for r in results if marks["stop"] <= r[0] < marks["start"]]
-    failed_stop = sum(1 for _, _, ok in after_stop if not ok)
     # The outage: the longest stretch after nginx stopped in which no call
     # completed successfully (calls that hang while no node holds the VIP
     # count, not only the ones that fail).
     done = sorted(s + lat for s, lat, ok in results if ok and marks["stop"] <= s + lat <= marks["start"])
     points = [marks["stop"]] + done
-    recovered = marks["stop"] + max((b - a for a, b in zip(points, points[1:])), default=marks["start"] - marks["stop"])
-    after_start = [r for r in results if r[0] >= marks["start"]]
-    failed_back = sum(1 for _, _, ok in after_start if not ok)
-    print(f"\nVIP failover under load ({concurrency} workers, nginx stopped on {master} at {stop_at:.0f} s,"
-          f" started at {start_at:.0f} s):")
-    print(f"  longest stretch without a successful call: {recovered - marks['stop']:.2f} s; failed calls: {failed_stop}")
-    print(f"  VIP back on {vip_holder(args.vip)} after nginx started (preempt); failed calls then: {failed_back}")
-    print(f"  total calls {len(results)}, failed {failed_stop + failed_back}")
+    outage = max((b - a for a, b in zip(points, points[1:])), default=marks["start"] - marks["stop"])
+    return {"master": master, "workers": concurrency, "stop_at": stop_at, "start_at": start_at,
+            "outage_s": outage, "failed_stop": sum(1 for _, _, ok in after_stop if not ok),
+            "failed_back": sum(1 for r in results if r[0] >= marks["start"] and not r[2]),
+            "back_on": vip_holder(address), "calls": len(results)}
+
+
+def targets(args) -> tuple[Target, Target]:
+    token = (CACHE / "demo-tokens" / args.client).read_text().strip()
+    ca = str(CACHE / "pki" / "ca.crt")
+    host, port = args.backend.split(":")
+    return (Target("https", args.vip, 443, f"/mcp/{args.server}", token, ca),
+            Target("http", host, int(port), "/mcp", None, None))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vip", default="172.30.214.100")
+    parser.add_argument("--backend", default="172.30.214.11:18090", help="one backend, host:port")
+    parser.add_argument("--server", default="reference-stateless")
+    parser.add_argument("--client", default="bench-agent", help="demo client whose token to use")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--failover-duration", type=float, default=20.0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args()
+    vip, direct = targets(args)
+    print(f"fleetops.mcp load balancer bench: {args.concurrency} workers, {args.duration:.0f} s per target,"
+          f" tools/call echo on {args.server}")
+    figures = measure_paths(vip, direct, args.concurrency, args.duration)
+    print(f"\n{'path':10}{'calls':>8}{'failed':>8}{'p50 ms':>9}{'p95 ms':>9}{'calls/s':>9}")
+    for name, f in figures.items():
+        label = "VIP (TLS)" if name == "vip" else "direct"
+        print(f"{label:10}{f['calls']:>8}{f['failed']:>8}{f['p50_ms']:>9.2f}{f['p95_ms']:>9.2f}{f['rps']:>9.1f}")
+    d, v = figures["direct"], figures["vip"]
+    print(f"ratios VIP/direct: p50 {v['p50_ms'] / d['p50_ms']:.2f}x  p95 {v['p95_ms'] / d['p95_ms']:.2f}x  "
+          f"throughput {v['rps'] / d['rps']:.2f}x")
+    failover = measure_vip_failover(vip, args.vip, max(1, args.concurrency // 2), args.failover_duration)
+    if failover is None:
+        print("\nno load balancer holds the VIP; failover part skipped")
+        return 1
+    print(f"\nVIP failover under load ({failover['workers']} workers, nginx stopped on {failover['master']} at"
+          f" {failover['stop_at']:.0f} s, started at {failover['start_at']:.0f} s):")
+    print(f"  longest stretch without a successful call: {failover['outage_s']:.2f} s;"
+          f" failed calls: {failover['failed_stop']}")
+    print(f"  VIP back on {failover['back_on']} after nginx started (preempt); failed calls then:"
+          f" {failover['failed_back']}")
+    print(f"  total calls {failover['calls']}, failed {failover['failed_stop'] + failover['failed_back']}")
     return 0
 
 

@@ -5,7 +5,7 @@
     tests/harness/dashboards.py --check    exit 1 when a committed dashboard differs
 
 The dashboards are data: one list of panels each (title, kind, queries).
-Every query is run against the live Prometheus by the monitoring scenario.
+Every query is run against the live Prometheus by the fleet scenario.
 Template variables: $server (MCP server names); Grafana's $__rate_interval.
 """
 

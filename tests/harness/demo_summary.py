@@ -3,13 +3,17 @@
 
 Reads the demo inventory (inventories/local), finds each Docker host's
 address, and for every declared MCP server replica runs a real MCP exchange
-(initialize or server/discover, tools/list); it calls one tool on each server.
+(initialize or server/discover, tools/list); it calls one tool on each server,
+directly, through each load balancer and through the VIP. Then it prints the
+VIP URL, a client token, the Prometheus and Alertmanager URLs and the changed
+count of the converge that `make demo` just ran.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -50,6 +54,16 @@ def report(url: str, server_name: str, note: str = "", **client) -> bool:
     return True
 
 
+def converge_changes(log: pathlib.Path) -> str:
+    """The changed count of the converge whose output `make demo` kept in ``log``."""
+    if not log.exists():
+        return "unknown (no converge log)"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
+    recap = text[text.rfind("PLAY RECAP"):] if "PLAY RECAP" in text else ""
+    counts = [int(n) for n in re.findall(r"(?:^|\s)[\w.-]+\s+:\s+ok=\d+\s+changed=(\d+)", recap)]
+    return f"{sum(counts)} changed task results on {len(counts)} hosts" if counts else "unknown (no PLAY RECAP)"
+
+
 def main() -> int:
     inventory = yaml.safe_load((ROOT / "inventories/local/hosts.yml").read_text())
     groups = inventory["all"]["children"]
@@ -76,7 +90,18 @@ def main() -> int:
               "from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient; "
               f"c=MCPClient('{target}', ca_path='{CA}', bearer_token=open('{TOKEN_FILE}').read().strip()); "
               "print(json.dumps(c.probe(call_tool='whoami').as_dict(), indent=1))\"")
-    print("Remove it all with: make demo-destroy\n")
+    monitors = sorted(groups.get("monitors", {}).get("hosts", {}))
+    print("\nThe fleet:")
+    if vip:
+        print(f"  MCP endpoint (VIP)  https://{vip}/mcp/<server>   servers: {', '.join(s['name'] for s in servers)}")
+        print(f"  TLS CA              {CA}")
+        print(f"  client token        {TOKEN_FILE.read_text().strip()}   (demo-agent, also in {TOKEN_FILE})")
+    for mon in monitors:
+        ip = address(mon)
+        print(f"  Prometheus          http://{ip}:9090")
+        print(f"  Alertmanager        http://{ip}:9093")
+    print(f"  this converge       {converge_changes(CACHE / 'demo-converge.log')}")
+    print("\nRemove it all with: make demo-destroy\n")
     return 0 if all(results) else 1
 
 

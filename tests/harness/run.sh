@@ -13,7 +13,7 @@ export FLEETOPS_APT_PROXY_PORT=3142
 # Plain logs: CI keeps them as text.
 export NO_COLOR=1 ANSIBLE_NOCOLOR=1 PY_COLORS=0
 # Scenarios in dependency order; each one is run once.
-SCENARIOS="${SCENARIOS:-docker_host mcp_servers lb_ha vault_secrets monitoring backup_failover}"
+SCENARIOS="${SCENARIOS:-docker_host mcp_servers vault_secrets backup_failover fleet}"
 
 declare -a ST_NAME=() ST_SECS=() ST_RESULT=()
 

@@ -1,9 +1,10 @@
-"""Monitoring: every target up, real MCP probes through the VIP, every dashboard query answered,
-an alert fired within its `for` and delivered to a webhook receiver, and bad inputs named.
+"""Monitoring of the whole fleet: every target up, real MCP probes through the VIP, every dashboard
+query answered, an alert fired within its `for` and delivered to a webhook receiver, and bad inputs
+named.
 
-Prometheus is the real one on mo-mon (Debian's); Grafana cannot be installed
-here, so its provisioning files are read from mo-mon and each dashboard query
-is sent to the datasource URL they name, from mo-mon itself, as Grafana would.
+Prometheus is the real one on mon-1 (Debian's); Grafana cannot be installed
+here, so its provisioning files are read from mon-1 and each dashboard query
+is sent to the datasource URL they name, from mon-1 itself, as Grafana would.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ import urllib.request
 
 import pytest
 import yaml
-from fleetops_testlib import container_host, inventory_hosts, mcp_client_class, run_playbook
+from fleetops_testlib import container_host, docker_inspect, inventory_hosts, mcp_client_class, run_playbook
 
 MCPClient = mcp_client_class()
 CACHE = pathlib.Path(os.environ["FLEETOPS_CACHE"])
 CA = str(CACHE / "pki" / "ca.crt")
-VIP = "172.30.217.100"
-PROMETHEUS = "http://172.30.217.31:9090"
-ALERTMANAGER = "http://172.30.217.31:9093"
-MON = "mo-mon"
-DH = "mo-dh-1"
+VIP = "172.30.214.100"
+PROMETHEUS = "http://172.30.214.31:9090"
+ALERTMANAGER = "http://172.30.214.31:9093"
+MON = "mon-1"
+DH = "ms-1"
+DHS = ["ms-1", "ms-2"]
+SERVERS = ["reference", "reference-stateless", "time"]
 WEBHOOK_LOG = "/var/log/fleetops-test-webhook.jsonl"
 
 
@@ -59,7 +62,7 @@ def duration_s(text: str) -> float:
 
 
 def client(server: str = "reference") -> "MCPClient":
-    token = (CACHE / "demo-tokens" / "test-agent").read_text().strip()
+    token = (CACHE / "demo-tokens" / "bulk-agent").read_text().strip()
     return MCPClient(f"https://{VIP}/mcp/{server}", ca_path=CA, bearer_token=token, timeout=10)
 
 
@@ -76,9 +79,9 @@ def test_every_scrape_target_from_the_inventory_is_up():
     expected = {
         "node": set(hosts),
         "nginx": set(inventory_hosts("load_balancers")),
-        # The reference server's 2 replicas; mcp-server-time (stdio bridge) has no metrics.
-        "mcp_server": {f"{DH}/mcp-reference-1", f"{DH}/mcp-reference-2"},
-        "mcp_probe": {f"https://{VIP}/mcp/reference", f"https://{VIP}/mcp/time"},
+        # The reference server's replicas on both hosts; mcp-server-time (stdio bridge) has no metrics.
+        "mcp_server": {f"{h}/{c}" for h in DHS for c in ("mcp-reference-1", "mcp-reference-2", "mcp-reference-stateless-1")},
+        "mcp_probe": {f"https://{VIP}/mcp/{s}" for s in SERVERS},
         "prometheus": {MON}, "alertmanager": {MON}, "blackbox": {MON},
     }
 
@@ -93,11 +96,11 @@ def test_every_scrape_target_from_the_inventory_is_up():
 
 def test_mcp_probes_through_the_vip_succeed_with_the_token_and_fail_without():
     results = wait_until(
-        "both MCP probes succeed",
-        lambda: (r if len(r := query('probe_success{job="mcp_probe"} == 1')) == 2 else None), deadline_s=60)
-    assert {r["metric"]["server"] for r in results} == {"reference", "time"}
+        "every MCP probe succeeds",
+        lambda: (r if len(r := query('probe_success{job="mcp_probe"} == 1')) == len(SERVERS) else None), deadline_s=60)
+    assert {r["metric"]["server"] for r in results} == set(SERVERS)
     # TLS with the private CA: the probe sees the certificate.
-    assert len(query('probe_ssl_earliest_cert_expiry{job="mcp_probe"} > time()')) == 2
+    assert len(query('probe_ssl_earliest_cert_expiry{job="mcp_probe"} > time()')) == len(SERVERS)
     mon = container_host(MON)
     probe = "http://127.0.0.1:9115/probe?" + urllib.parse.urlencode(
         {"module": "{module}", "target": f"https://{VIP}/mcp/reference"})
@@ -108,22 +111,35 @@ def test_mcp_probes_through_the_vip_succeed_with_the_token_and_fail_without():
         assert out.rc == 0, out.stderr
         return out.stdout
 
-    assert re.search(r"^probe_success 1$", run_probe("mcp_initialize"), re.M)
+    # Prometheus uses the sessionless server/discover module (protocol 2026-07-28); the
+    # initialize module (for servers that speak only the 2025 protocols) works as well.
+    config = yaml.safe_load(get_json(f"{PROMETHEUS}/api/v1/status/config")["data"]["yaml"])
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "mcp_probe")
+    assert job["params"]["module"] == ["mcp_discover"]
+    for module in ("mcp_discover", "mcp_initialize"):
+        assert re.search(r"^probe_success 1$", run_probe(module), re.M), module
     # The same URL without the token (a plain GET module) is refused by the load balancer.
     plain = run_probe("http_2xx")
     assert re.search(r"^probe_success 0$", plain, re.M) and re.search(r"^probe_http_status_code 401$", plain, re.M), plain
 
 
-def test_the_stdio_bridge_leaves_no_zombies_under_steady_probes():
-    """Every probe of the stateless time server spawns a child; with tini as PID 1 none is left behind."""
+def test_steady_probes_leave_the_stdio_bridge_no_zombie_and_no_pile_of_processes():
+    """mcp-server-time runs behind the bridge with sessions (--stateful). The probe is a sessionless
+    server/discover: it opens no session, so no server process is kept per probe (initialize probes,
+    which never close their session, once piled processes up until the memory limit killed the
+    container), and tini reaps every child of the bridge."""
     probes = query('count_over_time(probe_success{job="mcp_probe", server="time"}[10m])')
-    assert float(probes[0]["value"][1]) >= 10, probes  # the bridge has served many initialize requests
-    dh = container_host(DH)
-    pids = dh.run("docker top mcp-time-1 -o pid").stdout.split()[1:]
-    states = dh.run("ps -o stat= -p " + ",".join(pids)).stdout.split()
-    assert states and not [s for s in states if s.startswith("Z")], states
-    zombies = dh.run("ps -eo stat=,comm= | awk '$1 ~ /^Z/ {print $2}'").stdout.split()
-    assert zombies == [], zombies
+    assert float(probes[0]["value"][1]) >= 10, probes  # the bridge has answered many probes
+    for name in DHS:
+        dh = container_host(name)
+        pids = dh.run("docker top mcp-time-1 -o pid").stdout.split()[1:]
+        assert 1 <= len(pids) <= 4, dh.run("docker top mcp-time-1").stdout
+        states = dh.run("ps -o stat= -p " + ",".join(pids)).stdout.split()
+        assert states and not [s for s in states if s.startswith("Z")], states
+        zombies = dh.run("ps -eo stat=,comm= | awk '$1 ~ /^Z/ {print $2}'").stdout.split()
+        assert zombies == [], (name, zombies)
+        state = docker_inspect(dh, "mcp-time-1")
+        assert (state["State"]["OOMKilled"], state["RestartCount"]) == (False, 0), (name, state["State"])
     assert len(query('probe_success{job="mcp_probe", server="time"} == 1')) == 1
 
 
@@ -141,20 +157,20 @@ def test_fleet_metrics_arrive_from_every_exporter():
     # Container metrics (textfile collector on the Docker host).
     running = query('fleetops_container_running{mcp_server="reference"} == 1')
     assert {(r["metric"]["instance"], r["metric"]["name"]) for r in running} == {
-        (DH, "mcp-reference-1"), (DH, "mcp-reference-2")}
+        (h, c) for h in DHS for c in ("mcp-reference-1", "mcp-reference-2")}
     assert query('fleetops_container_memory_usage_bytes{name="mcp-reference-1"} > 0')
     assert query(f'time() - fleetops_container_metrics_timestamp_seconds{{instance="{DH}"}} < 60')
     # keepalived: exactly one load balancer holds the VIP.
     assert query('sum(fleetops_keepalived_state{state="MASTER"})')[0]["value"][1] == "1"
     # nginx stub_status through the exporter, on both load balancers.
-    assert {r["metric"]["instance"] for r in query("nginx_up == 1")} == {"mo-lb-1", "mo-lb-2"}
+    assert {r["metric"]["instance"] for r in query("nginx_up == 1")} == {"lb-1", "lb-2"}
     # The MCP server's own metrics, labelled with server, host and replica.
     info = query('fleetops_mcp_server_info{job="mcp_server"}')
     assert {(r["metric"]["server"], r["metric"]["host"], r["metric"]["replica"]) for r in info} == {
-        ("reference", DH, "1"), ("reference", DH, "2")}
+        (s, h, r) for h in DHS for s, r in (("reference", "1"), ("reference", "2"), ("reference-stateless", "1"))}
     # The external labels reach alerts, not local queries; they are in the loaded configuration.
     config = get_json(f"{PROMETHEUS}/api/v1/status/config")["data"]["yaml"]
-    assert yaml.safe_load(config)["global"]["external_labels"] == {"fleet": "molecule-monitoring"}
+    assert yaml.safe_load(config)["global"]["external_labels"] == {"fleet": "demo"}
 
 
 def test_every_alert_rule_is_loaded_and_healthy():
@@ -166,9 +182,12 @@ def test_every_alert_rule_is_loaded_and_healthy():
                  "McpFailoverLoadBalancerNotSwitched", "McpFailoverDaemonStale", "McpReplicationFailing"):
         assert name in rules, name
         assert rules[name]["health"] == "ok", rules[name]
-    # A healthy fleet: none of the fleet's availability alerts is pending or firing.
-    assert {a["labels"]["alertname"] for a in get_json(f"{PROMETHEUS}/api/v1/alerts")["data"]["alerts"]} & {
-        "InstanceDown", "McpServerDown", "McpProbeFailing", "VipNotHeld", "VipHeldTwice"} == set()
+    # A healthy fleet: none of the fleet's availability alerts is pending or firing (the tests
+    # before these stopped a backend and a load balancer's nginx: wait until those have cleared).
+    availability = {"InstanceDown", "McpServerDown", "McpProbeFailing", "VipNotHeld", "VipHeldTwice"}
+    wait_until("no availability alert pending or firing", lambda: not (
+        {a["labels"]["alertname"] for a in get_json(f"{PROMETHEUS}/api/v1/alerts")["data"]["alerts"]} & availability),
+        deadline_s=90)
 
 
 def test_a_backup_of_the_monitor_holds_a_readable_tsdb_snapshot():
@@ -177,7 +196,7 @@ def test_a_backup_of_the_monitor_holds_a_readable_tsdb_snapshot():
     mon = container_host(MON)
     run = mon.run("systemctl start fleetops-backup.service")
     assert run.rc == 0, mon.run("journalctl -u fleetops-backup.service -n 20 --no-pager").stdout
-    archive = mon.run("ls -1t /var/backups/fleetops/mo-mon-*.tar.gz | head -1").stdout.strip()
+    archive = mon.run("ls -1t /var/backups/fleetops/mon-1-*.tar.gz | head -1").stdout.strip()
     manifest = json.loads(mon.file(archive.replace(".tar.gz", ".manifest.json")).content_string)
     assert any(name.endswith("/meta.json") for name in manifest["files"]), sorted(manifest["files"])[:20]
     assert mon.run(f"/usr/local/libexec/fleetops/fleetops-backup verify {archive}").rc == 0
@@ -235,7 +254,7 @@ def test_every_dashboard_query_runs_with_data_through_the_provisioned_datasource
             assert panel["datasource"]["uid"] == datasource["uid"], (name, panel["title"])
             for target in panel["targets"]:
                 exprs.append((name, panel["title"], grafana_expr(target["expr"])))
-    # One round trip to mo-mon for all queries, sent from there to the datasource URL.
+    # One round trip to mon-1 for all queries, sent from there to the datasource URL.
     script = (
         "import json,sys,urllib.parse,urllib.request\n"
         "out=[]\n"
@@ -303,7 +322,7 @@ def test_a_stopped_mcp_server_fires_its_alert_in_time_and_alertmanager_delivers_
         alert = next(a for a in note["alerts"] if a["labels"]["alertname"] == "McpServerDown")
         assert note["receiver"] == "test-webhook"
         assert alert["labels"]["severity"] == "critical" and alert["labels"]["server"] == "reference"
-        assert alert["labels"]["fleet"] == "molecule-monitoring"  # external labels reach Alertmanager
+        assert alert["labels"]["fleet"] == "demo"  # external labels reach Alertmanager
         assert "mcp-reference-2" in alert["annotations"]["summary"]
         # The load balancers routed around the stopped replica: the probe through the VIP never failed.
         window = int(time.monotonic() - stopped) + 1
@@ -329,12 +348,14 @@ def test_a_stopped_mcp_server_fires_its_alert_in_time_and_alertmanager_delivers_
          "monitoring_mcp_probe_base_url must be empty or an http(s) URL; got 'ftp://mcp.example.com'"),
         ({"monitoring_scrape_interval": "5 seconds"},
          "monitoring_scrape_interval must be a Prometheus duration such as 15s or 1h30m; got '5 seconds'"),
+        ({"monitoring_mcp_probe_protocol_version": "latest"},
+         "monitoring_mcp_probe_protocol_version must be an MCP protocol version such as 2026-07-28; got 'latest'"),
         ({"monitoring_agent_node_exporter_port": 70000},
          "monitoring_agent_node_exporter_port must be a whole number from 1 to 65535; got 70000"),
         ({"grafana_install": True, "grafana_admin_password": "short"},
          "grafana_admin_password is required with grafana_install and must have at least 12 characters"),
     ],
-    ids=["route-receiver", "probe-url", "scrape-interval", "exporter-port", "grafana-password"],
+    ids=["route-receiver", "probe-url", "scrape-interval", "probe-protocol", "exporter-port", "grafana-password"],
 )
 def test_bad_inputs_fail_naming_the_variable_and_change_nothing(extra_vars, message):
     mon = container_host(MON)

@@ -200,6 +200,15 @@ def test_undelivered_secret_fails_naming_server_and_secret():
     assert started_at("srv-1") == before
 
 
+def test_a_session_timeout_below_one_second_is_refused_naming_the_variable():
+    before = started_at("srv-1")
+    result = run_playbook("bad_input.yml", limit="srv-1", extra_vars={"mcp_server_stdio_session_timeout": 0})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "and mcp_server_stdio_session_timeout must be at least 1" in output, output[-3000:]
+    assert started_at("srv-1") == before
+
+
 def images_of(name, server="reference"):
     host = docker_host(name)
     return {c: inspect(host, c)["Config"]["Image"] for c in (f"mcp-{server}-1", f"mcp-{server}-2")}

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""The fleet benchmark (`make bench`): every figure from one run, printed as one table.
+
+1. Converge time of playbooks/site.yml on the demo topology (inventories/local,
+   Molecule scenario `fleet`) from bare containers, and the idempotent re-run
+   with its changed count. The containers are destroyed and created first, and
+   the build inputs prepared (not timed: that is the machine, not the fleet).
+2. `tools/call` latency and throughput through the VIP (TLS, token, nginx, two
+   Docker hosts) versus straight to one backend, same concurrency (lb_bench).
+3. VIP failover under load: nginx stopped on the load balancer holding the VIP;
+   the longest stretch without a successful call and the failed calls (lb_bench).
+4. Failed calls during a rolling update of the reference server
+   (playbooks/rolling_update.yml, host by host) under steady load through the
+   VIP, and during the rollout back to the declared image.
+
+Only the demo's own containers are contacted. --skip-converge measures a
+running demo (parts 2 to 4) without rebuilding it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import lb_bench  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCENARIO = "fleet"
+
+
+def environment() -> dict:
+    env = dict(os.environ)
+    env.setdefault("FLEETOPS_CACHE", str(ROOT / ".cache"))
+    env.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
+    env.setdefault("ANSIBLE_VAULT_PASSWORD_FILE", str(ROOT / "inventories/local/demo-vault-password"))
+    env["PATH"] = f"{ROOT / '.venv/bin'}:{env.get('PATH', '')}"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["NO_COLOR"] = "1"
+    return env
+
+
+def run(argv: list[str], log: pathlib.Path) -> tuple[float, str]:
+    """Run ``argv`` in the repository; return (wall seconds, output). Fails loudly."""
+    began = time.monotonic()
+    done = subprocess.run(argv, cwd=ROOT, env=environment(), capture_output=True, text=True, check=False)
+    wall = time.monotonic() - began
+    output = done.stdout + done.stderr
+    log.write_text(output)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed (exit {done.returncode}); output in {log}:\n{output[-3000:]}")
+    return wall, output
+
+
+def changed(output: str) -> tuple[int, int]:
+    """(changed task results, hosts) summed over every PLAY RECAP in ``output``."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    recap = text[text.rfind("PLAY RECAP"):] if "PLAY RECAP" in text else ""
+    rows = re.findall(r"(?:^|\s)([\w.-]+)\s+:\s+ok=\d+\s+changed=(\d+)", recap)
+    return sum(int(n) for _, n in rows), len({host for host, _ in rows})
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    memory = 0
+    with open("/proc/meminfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) // 1024 // 1024
+    return f"{cpus} CPUs, {memory} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def rollout(image: str, log: pathlib.Path) -> float:
+    context = ROOT / ".cache" / "mcp-images" / "reference"
+    wall, _ = run(["ansible-playbook", "-i", "inventories/local/hosts.yml", "playbooks/rolling_update.yml",
+                   "-e", "rollout_server=reference", "-e", f"rollout_image={image}",
+                   "-e", f"rollout_build_context={context}"], log)
+    return wall
+
+
+def under_load(target: lb_bench.Target, workers: int, action) -> tuple[list, float]:
+    """Steady load through ``target`` while ``action`` runs (plus 2 s either side)."""
+    until, took = threading.Event(), {}
+
+    def act():
+        took["s"] = action()
+        time.sleep(2.0)
+        until.set()
+
+    results = lb_bench.run_load(target, workers, 0.0, timeout=5.0, events=[(2.0, act)], until=until)
+    return results, took["s"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lb_bench.add_arguments(parser)
+    parser.add_argument("--skip-converge", action="store_true", help="measure the running demo only")
+    parser.add_argument("--rollout-workers", type=int, default=4)
+    args = parser.parse_args()
+    logs = ROOT / ".cache" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str]] = []
+
+    if not args.skip_converge:
+        print("bench: destroying and re-creating the demo containers ...", flush=True)
+        run(["molecule", "destroy", "-s", SCENARIO], logs / "destroy.log")
+        run(["molecule", "create", "-s", SCENARIO], logs / "create.log")
+        run(["molecule", "prepare", "-s", SCENARIO, "--force"], logs / "prepare.log")
+        print("bench: site.yml from bare containers ...", flush=True)
+        wall, output = run(["molecule", "converge", "-s", SCENARIO], logs / "converge.log")
+        first, hosts = changed(output)
+        rows.append(("site.yml converge from bare containers", f"{wall:.0f} s, {first} changed on {hosts} hosts"))
+        print("bench: site.yml again ...", flush=True)
+        wall, output = run(["molecule", "converge", "-s", SCENARIO], logs / "reconverge.log")
+        again, hosts = changed(output)
+        rows.append(("site.yml idempotent re-run", f"{wall:.0f} s, {again} changed on {hosts} hosts"))
+
+    vip, direct = lb_bench.targets(args)
+    print(f"bench: tools/call echo on {args.server}, {args.concurrency} workers, {args.duration:.0f} s per path ...",
+          flush=True)
+    paths = lb_bench.measure_paths(vip, direct, args.concurrency, args.duration)
+    d, v = paths["direct"], paths["vip"]
+    for name, f in (("direct to one backend", d), ("through the VIP (TLS, token)", v)):
+        rows.append((f"tools/call {name}",
+                     f"p50 {f['p50_ms']:.2f} ms, p95 {f['p95_ms']:.2f} ms, {f['rps']:.0f} calls/s, {f['failed']} failed"))
+    rows.append(("ratio VIP / direct", f"p50 {v['p50_ms'] / d['p50_ms']:.2f}x, p95 {v['p95_ms'] / d['p95_ms']:.2f}x, "
+                                       f"throughput {v['rps'] / d['rps']:.2f}x"))
+
+    print("bench: VIP failover under load ...", flush=True)
+    workers = max(1, args.concurrency // 2)
+    failover = lb_bench.measure_vip_failover(vip, args.vip, workers, args.failover_duration)
+    if failover is None:
+        rows.append(("VIP failover", "no load balancer held the VIP: not measured"))
+    else:
+        rows.append((f"VIP failover, nginx stopped on {failover['master']} ({workers} workers)",
+                     f"{failover['outage_s']:.2f} s without a successful call, {failover['failed_stop']} failed calls"))
+        rows.append((f"VIP moving back to {failover['back_on']} (preempt)", f"{failover['failed_back']} failed calls"))
+
+    reference = lb_bench.Target("https", args.vip, 443, "/mcp/reference", vip.token, str(lb_bench.CACHE / "pki" / "ca.crt"))
+    for image, label in (("fleetops/mcp-reference:1.1.0", "rolling update to a new image"),
+                         ("fleetops/mcp-reference:1.0.0", "rolling update back to the declared image")):
+        print(f"bench: {label} under load ...", flush=True)
+        results, took = under_load(reference, args.rollout_workers,
+                                   lambda image=image: rollout(image, logs / f"rollout-{image.rsplit(':', 1)[1]}.log"))
+        failed = sum(1 for _, _, ok in results if not ok)
+        rows.append((f"{label} ({args.rollout_workers} workers, sessionless tools/call on reference)",
+                     f"{failed} failed of {len(results)} calls, rollout {took:.0f} s"))
+
+    width = max(len(name) for name, _ in rows)
+    print(f"\nfleetops.mcp fleet bench, one run on: {machine()}\n")
+    print(f"| {'figure':{width}} | value |")
+    print(f"| {'-' * width} | --- |")
+    for name, value in rows:
+        print(f"| {name:{width}} | {value} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
