@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 import subprocess
 import sys
 
@@ -23,6 +22,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / ".cache" / "collections"))
 from ansible_collections.fleetops.mcp.plugins.module_utils._fleet import normalize  # noqa: E402
 from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
+from fleet_bench import changed  # noqa: E402  (the bench reads PLAY RECAPs the same way)
 
 CALLS = {"reference": ("whoami", {}), "time": ("get_current_time", {"timezone": "UTC"})}
 CACHE = pathlib.Path(os.environ.get("FLEETOPS_CACHE", ROOT / ".cache"))
@@ -58,10 +59,8 @@ def converge_changes(log: pathlib.Path) -> str:
     """The changed count of the converge whose output `make demo` kept in ``log``."""
     if not log.exists():
         return "unknown (no converge log)"
-    text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
-    recap = text[text.rfind("PLAY RECAP"):] if "PLAY RECAP" in text else ""
-    counts = [int(n) for n in re.findall(r"(?:^|\s)[\w.-]+\s+:\s+ok=\d+\s+changed=(\d+)", recap)]
-    return f"{sum(counts)} changed task results on {len(counts)} hosts" if counts else "unknown (no PLAY RECAP)"
+    total, hosts = changed(log.read_text(errors="replace"))
+    return f"{total} changed task results on {hosts} hosts" if hosts else "unknown (no PLAY RECAP)"
 
 
 def main() -> int:
