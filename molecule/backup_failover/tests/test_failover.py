@@ -47,7 +47,18 @@ def active() -> str:
 
 
 def sync(host: str) -> None:
-    result = container_host(host).run("systemctl start fleetops-failover-sync-memory.service")
+    """Replicate now, with data written before this call.
+
+    The timer starts the same oneshot unit every 10 s here. `systemctl start`
+    on a run already under way joins that run, which may have read the data
+    before the caller's last write; so wait for any such run to end first.
+    """
+    unit = "fleetops-failover-sync-memory.service"
+    deadline = time.time() + 60
+    while container_host(host).run(f"systemctl show -P ActiveState {unit}").stdout.strip() in ("activating", "deactivating"):
+        assert time.time() < deadline, f"{unit} stayed active on {host} for 60 s"
+        time.sleep(0.5)
+    result = container_host(host).run(f"systemctl start {unit}")
     assert result.rc == 0, container_host(host).run("journalctl -u fleetops-failover-sync-memory -n 5 --no-pager").stdout
 
 
