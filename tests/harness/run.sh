@@ -2,7 +2,7 @@
 # The whole test suite, in stages, with a wall-time table at the end.
 #   tests/harness/run.sh                 every stage
 #   tests/harness/run.sh lint unit       only these stages
-#   SCENARIOS="docker_host" tests/harness/run.sh molecule
+#   SCENARIOS="mcp_servers" tests/harness/run.sh molecule
 # Stages: host venv images lint package unit molecule
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -13,7 +13,7 @@ export FLEETOPS_APT_PROXY_PORT=3142
 # Plain logs: CI keeps them as text.
 export NO_COLOR=1 ANSIBLE_NOCOLOR=1 PY_COLORS=0
 # Scenarios in dependency order; each one is run once.
-SCENARIOS="${SCENARIOS:-docker_host mcp_servers vault_secrets backup_failover fleet}"
+SCENARIOS="${SCENARIOS:-mcp_servers vault_secrets backup_failover fleet}"
 
 declare -a ST_NAME=() ST_SECS=() ST_RESULT=()
 
