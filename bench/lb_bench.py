@@ -129,6 +129,14 @@ def vip_holder(vip: str) -> str | None:
     return None
 
 
+def settled_holder(vip: str, wait: float = 10.0) -> str | None:
+    """The VIP's holder once one holds it: right after a preempt, for a moment, none does."""
+    deadline = time.monotonic() + wait
+    while (holder := vip_holder(vip)) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return holder
+
+
 def measure_paths(vip: Target, direct: Target, concurrency: int, duration: float) -> dict:
     """Latency and throughput straight to one backend and through the VIP, same load."""
     run_load(direct, 2, 2.0)  # warm-up
@@ -164,7 +172,7 @@ def measure_vip_failover(vip: Target, address: str, concurrency: int, duration: 
     return {"master": master, "workers": concurrency, "stop_at": stop_at, "start_at": start_at,
             "outage_s": outage, "failed_stop": sum(1 for _, _, ok in after_stop if not ok),
             "failed_back": sum(1 for r in results if r[0] >= marks["start"] and not r[2]),
-            "back_on": vip_holder(address), "calls": len(results)}
+            "back_on": settled_holder(address), "calls": len(results)}
 
 
 def targets(args) -> tuple[Target, Target]:
