@@ -59,7 +59,7 @@ def sync(host: str) -> None:
         assert time.time() < deadline, f"{unit} stayed active on {host} for 60 s"
         time.sleep(0.5)
     result = container_host(host).run(f"systemctl start {unit}")
-    assert result.rc == 0, container_host(host).run("journalctl -u fleetops-failover-sync-memory -n 5 --no-pager").stdout
+    assert result.rc == 0, container_host(host).run(f"journalctl -u {unit} -n 5 --no-pager").stdout
 
 
 def replica_holds(host: str, marker: str) -> bool:
