@@ -18,7 +18,7 @@ KNOWN_FIELDS = {
     "command", "stdio_command", "port", "host_port", "bind_address", "path", "replicas",
     "env", "secrets", "volumes", "resources", "healthcheck", "stop_grace_period",
     "labels", "user", "tmpfs", "stateless", "hosts", "metrics_path", "backup_command",
-    "failover",
+    "failover", "max_sessions",
 }
 FAILOVER_FIELDS = {"primary", "standby", "sync_interval"}
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
@@ -58,6 +58,9 @@ DEFAULTS = {
     # Active/passive on two Docker hosts (roles/mcp_failover):
     # {primary, standby, sync_interval seconds}.
     "failover": None,
+    # stdio servers: sessions (one server process each) a replica's bridge
+    # runs at once; initialize gets HTTP 503 over it.
+    "max_sessions": 16,
 }
 
 
@@ -213,6 +216,11 @@ def _check_one(where, server, errors):
             errors.append("%s: %s must be a mapping" % (where, key))
     if not isinstance(server.get("stateless", False), bool):
         errors.append("%s: stateless must be true or false" % where)
+    if "max_sessions" in server:
+        if transport != "stdio":
+            errors.append("%s: max_sessions applies to transport stdio only (the bridge's session cap)" % where)
+        elif _int_in(server["max_sessions"], 1, 1024) is None:
+            errors.append("%s: max_sessions %r must be a whole number from 1 to 1024" % (where, server["max_sessions"]))
     hosts = server.get("hosts")
     if hosts is not None and not (isinstance(hosts, list) and all(isinstance(h, str) for h in hosts)):
         errors.append("%s: hosts must be a list of inventory host names" % where)
@@ -323,6 +331,7 @@ def normalize(servers, host=None):
         full["host_port"] = int(full["host_port"])
         full["replicas"] = int(full["replicas"])
         full["stop_grace_period"] = int(full["stop_grace_period"])
+        full["max_sessions"] = int(full["max_sessions"])
         full["env"] = dict((str(k), str(v)) for k, v in full["env"].items())
         full["labels"] = dict((str(k), str(v)) for k, v in full["labels"].items())
         if full.get("path") is None:

@@ -22,7 +22,7 @@ set -euo pipefail
 
 MIRROR="${FLEETOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 HOST_PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,sudo,iproute2,procps,ca-certificates,gnupg"
-# nodejs >= 20 (trixie) runs supergateway, the stdio-to-HTTP bridge.
+# nodejs >= 20 (trixie) runs the npm MCP servers; python3 runs fleetops-stdio-bridge.
 RUNTIME_PACKAGES="python3,nodejs,ca-certificates,tzdata"
 # Units that have no job inside a container.
 MASKED_UNITS="getty.target console-getty.service systemd-remount-fs.service \

@@ -25,7 +25,8 @@ from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MC
 sys.path.insert(0, str(ROOT / "bench"))
 from fleet_bench import changed  # noqa: E402  (the bench reads PLAY RECAPs the same way)
 
-CALLS = {"reference": ("whoami", {}), "time": ("get_current_time", {"timezone": "UTC"})}
+CALLS = {"reference": ("whoami", {}), "time": ("get_current_time", {"timezone": "UTC"}),
+         "everything": ("echo", {"message": "hello from the demo"})}
 CACHE = pathlib.Path(os.environ.get("FLEETOPS_CACHE", ROOT / ".cache"))
 CA = CACHE / "pki" / "ca.crt"
 TOKEN_FILE = CACHE / "demo-tokens" / "demo-agent"

@@ -3,8 +3,9 @@
 # test and demo MCP server images without any network (the air-gapped path):
 #   .cache/images/fleetops-runtime-trixie.tar  the runtime base image (docker save)
 #   .cache/mcp-images/reference/               reference server build context
-#   .cache/mcp-images/time/                    mcp-server-time + supergateway context
-#   .cache/mcp-images/memory/                  server-memory (npm, stateful) + supergateway
+#   .cache/mcp-images/time/                    mcp-server-time (PyPI) + fleetops-stdio-bridge
+#   .cache/mcp-images/memory/                  server-memory (npm, stateful) + the bridge
+#   .cache/mcp-images/everything/              server-everything (npm) + the bridge
 #   .cache/mcp-images/broken/                  an image that fails at start
 #   .cache/images/fleetops-mcp-reference-1.0.0.tar
 #                                              the reference image built here and
@@ -40,13 +41,13 @@ wheels() {
 # installed on this machine once per package.json.
 node_bundle() {
   local name="$1" cache="$ROOT/.cache/npm-$1"
-  if [ ! -f "$cache/bridge.tar.gz" ] || ! cmp -s "$SRC/$name/package.json" "$cache/package.json"; then
+  if [ ! -f "$cache/npm.tar.gz" ] || ! cmp -s "$SRC/$name/package.json" "$cache/package.json"; then
     rm -rf "$cache" && mkdir -p "$cache"
     cp "$SRC/$name/package.json" "$cache/"
     (cd "$cache" && npm install --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
-    tar -C "$cache" -czf "$cache/bridge.tar.gz" node_modules package.json
+    tar -C "$cache" -czf "$cache/npm.tar.gz" node_modules package.json
   fi
-  cp "$cache/bridge.tar.gz" "$OUT/$name.new/"
+  cp "$cache/npm.tar.gz" "$OUT/$name.new/"
   rm -f "$OUT/$name.new/package.json"
 }
 
@@ -54,6 +55,13 @@ context() {
   local name="$1"
   rm -rf "$OUT/$name.new" && mkdir -p "$OUT/$name.new"
   cp -a "$SRC/$name/." "$OUT/$name.new/"
+}
+
+# The collection's stdio bridge, as the command the role runs (mode 0755 is
+# kept: COPY preserves the context's file modes).
+bridge() {
+  install -m 0755 "$ROOT/roles/mcp_server/files/stdio_bridge/fleetops_stdio_bridge.py" \
+    "$OUT/$1.new/fleetops-stdio-bridge"
 }
 
 # Runtime base image, saved once per image id.
@@ -73,22 +81,29 @@ wheels "$ROOT/.cache/wheels/reference" "$OUT/reference.new/requirements.txt"
 cp -a "$ROOT/.cache/wheels/reference" "$OUT/reference.new/wheels"
 rm -f "$OUT/reference.new/wheels/.stamp"
 
-# mcp-server-time behind supergateway.
+# mcp-server-time behind the bridge (no Node.js needed).
 context time
 wheels "$ROOT/.cache/wheels/time" "$OUT/time.new/requirements.txt"
 cp -a "$ROOT/.cache/wheels/time" "$OUT/time.new/wheels"
 rm -f "$OUT/time.new/wheels/.stamp"
-node_bundle time
+bridge time
 
 
 # @modelcontextprotocol/server-memory (npm), a stateful third-party server
-# that keeps its knowledge graph in a file, behind supergateway.
+# that keeps its knowledge graph in a file, behind the bridge.
 context memory
 node_bundle memory
+bridge memory
+
+# @modelcontextprotocol/server-everything (npm): tools, resources, prompts,
+# progress notifications and sampling, behind the bridge.
+context everything
+node_bundle everything
+bridge everything
 
 context broken
 
-for name in reference time memory broken; do
+for name in reference time memory everything broken; do
   rm -rf "$OUT/$name" && mv "$OUT/$name.new" "$OUT/$name"
   echo "build context $name: $(du -sh "$OUT/$name" | cut -f1)"
 done

@@ -9,7 +9,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HOST_PACKAGES=(docker.io debootstrap apt-cacher-ng python3-venv make curl)
-# npm fetches the stdio bridge (supergateway) for the test images; only the
+# npm fetches the npm MCP servers for the test images; only the
 # package files are used (they run on the image's Node.js), so Debian's npm
 # does, but a machine that already has npm keeps its own.
 

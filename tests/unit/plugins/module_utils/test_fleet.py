@@ -74,6 +74,9 @@ def test_hosts_restrict_where_a_server_runs():
         (with_change(0, healthcheck={"interval": "often"}), "healthcheck.interval 'often' is not a duration"),
         (with_change(0, resources={"cpus": "fast"}), "resources.cpus 'fast' must be a number above 0"),
         (with_change(0, stop_grace_period=0), "stop_grace_period 0 must be whole seconds"),
+        (with_change(1, max_sessions=0), "mcp server 'time': max_sessions 0 must be a whole number from 1 to 1024"),
+        (with_change(1, max_sessions="many"), "mcp server 'time': max_sessions 'many' must be a whole number"),
+        (with_change(0, max_sessions=4), "mcp server 'reference': max_sessions applies to transport stdio only"),
         (with_change(0, colour="blue"), "mcp server 'reference': colour is not a known field"),
         (with_change(0, name="Bad_Name"), "name 'Bad_Name' must be 1-40 lower-case letters"),
         ([{"name": "x", "host_port": 1}], "mcp server 'x': image is required"),
@@ -85,6 +88,12 @@ def test_hosts_restrict_where_a_server_runs():
 def test_bad_declarations_are_named(servers, expected):
     errors = _fleet.validate(servers)
     assert any(expected in e for e in errors), errors
+
+
+def test_stdio_servers_get_a_session_cap():
+    fleet = {s["name"]: s for s in _fleet.normalize(with_change(1, max_sessions=3))}
+    assert fleet["time"]["max_sessions"] == 3
+    assert {s["name"]: s["max_sessions"] for s in _fleet.normalize(GOOD)}["time"] == 16
 
 
 def test_port_overlap_only_matters_on_shared_hosts():
