@@ -6,7 +6,10 @@
    with its changed count. The containers are destroyed and created first, and
    the build inputs prepared (not timed: that is the machine, not the fleet).
 2. `tools/call` latency and throughput through the VIP (TLS, token, nginx, two
-   Docker hosts) versus straight to one backend, same concurrency (lb_bench).
+   Docker hosts) versus straight to one backend, same concurrency (lb_bench);
+   then the same load on every server, through the VIP and on one replica: the
+   reference HTTP server beside the third-party stdio servers (mcp-server-time,
+   server-everything) behind fleetops-stdio-bridge, sessionless and in sessions.
 3. VIP failover under load: nginx stopped on the load balancer holding the VIP;
    the longest stretch without a successful call and the failed calls (lb_bench).
 4. Failed calls during a rolling update of the reference server
@@ -132,6 +135,39 @@ def main() -> int:
                      f"p50 {f['p50_ms']:.2f} ms, p95 {f['p95_ms']:.2f} ms, {f['rps']:.0f} calls/s, {f['failed']} failed"))
     rows.append(("ratio VIP / direct", f"p50 {v['p50_ms'] / d['p50_ms']:.2f}x, p95 {v['p95_ms'] / d['p95_ms']:.2f}x, "
                                        f"throughput {v['rps'] / d['rps']:.2f}x"))
+
+    # The same load on every server through the VIP, and on one replica each, in this one run: the
+    # third-party stdio servers (behind fleetops-stdio-bridge) beside the reference HTTP server.
+    ca = str(lb_bench.CACHE / "pki" / "ca.crt")
+    host = args.backend.split(":")[0]
+    stdio_paths = [
+        ("reference-stateless", 18090, "sessionless", "echo", {"text": "bench"}, b"bench"),
+        ("reference", 18080, "handshake", "echo", {"text": "bench"}, b"bench"),
+        ("time", 18100, "sessionless", "get_current_time", {"timezone": "UTC"}, b"datetime"),
+        ("time", 18100, "handshake", "get_current_time", {"timezone": "UTC"}, b"datetime"),
+        ("everything", 18110, "handshake", "echo", {"message": "bench"}, b"bench"),
+    ]
+    figures = {}
+    for server, port, protocol, tool, arguments, expect in stdio_paths:
+        for where, target in (
+                ("VIP", lb_bench.Target("https", args.vip, 443, f"/mcp/{server}", vip.token, ca, tool, arguments,
+                                        expect, protocol == "handshake")),
+                ("one replica", lb_bench.Target("http", host, port, "/mcp", None, None, tool, arguments, expect,
+                                                protocol == "handshake"))):
+            print(f"bench: {server} {protocol} {tool} via {where}, {args.concurrency} workers ...", flush=True)
+            f = lb_bench.summarize(lb_bench.run_load(target, args.concurrency, args.duration, timeout=10.0),
+                                   args.duration)
+            figures[(server, protocol, where)] = f
+            rows.append((f"{server} ({protocol}) tools/call {tool}, {where}",
+                         f"p50 {f['p50_ms']:.2f} ms, p95 {f['p95_ms']:.2f} ms, {f['rps']:.0f} calls/s, "
+                         f"{f['failed']} failed"))
+    ref_vip, time_vip = figures[("reference-stateless", "sessionless", "VIP")], figures[("time", "sessionless", "VIP")]
+    rows.append(("stdio time / reference HTTP, sessionless through the VIP",
+                 f"p50 {time_vip['p50_ms'] / ref_vip['p50_ms']:.2f}x (target <= 2x), {time_vip['failed']} failed"))
+    ref_one, time_one = (figures[("reference-stateless", "sessionless", "one replica")],
+                         figures[("time", "sessionless", "one replica")])
+    rows.append(("one stdio time replica / one reference replica (both 1 CPU), throughput",
+                 f"{100 * time_one['rps'] / ref_one['rps']:.0f}% (target >= 50%)"))
 
     print("bench: VIP failover under load ...", flush=True)
     workers = max(1, args.concurrency // 2)

@@ -37,9 +37,15 @@ META = {
 
 
 class Target:
-    def __init__(self, scheme: str, host: str, port: int, path: str, token: str | None, ca: str | None):
+    """Where calls go and which call: by default a sessionless echo; ``handshake`` opens a 2025-11-25
+    session per worker connection and calls in it."""
+
+    def __init__(self, scheme: str, host: str, port: int, path: str, token: str | None, ca: str | None,
+                 tool: str = "echo", arguments: dict | None = None, expect: bytes = b"bench", handshake: bool = False):
         self.scheme, self.host, self.port, self.path, self.token = scheme, host, port, path, token
         self.context = ssl.create_default_context(cafile=ca) if scheme == "https" else None
+        self.tool, self.expect, self.handshake = tool, expect, handshake
+        self.arguments = {"text": "bench"} if arguments is None else arguments
 
     def connect(self, timeout: float) -> http.client.HTTPConnection:
         if self.scheme == "https":
@@ -47,17 +53,50 @@ class Target:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
 
-def call(conn: http.client.HTTPConnection, target: Target, request_id: int) -> None:
-    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
-                       "params": {"name": "echo", "arguments": {"text": "bench"}, "_meta": META}})
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
-               "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
+def _headers(target: Target, session: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
     if target.token:
         headers["Authorization"] = f"Bearer {target.token}"
-    conn.request("POST", target.path, body=body, headers=headers)
+    if session:
+        headers.update({"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"})
+    return headers
+
+
+def open_session(conn: http.client.HTTPConnection, target: Target) -> str:
+    """initialize + notifications/initialized; return the session id."""
+    conn.request("POST", target.path, headers=_headers(target), body=json.dumps({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "lb_bench", "version": "1"}}}))
     response = conn.getresponse()
     data = response.read()
-    if response.status != 200 or b'"result"' not in data or b"bench" not in data:
+    session = response.getheader("Mcp-Session-Id")
+    if response.status != 200 or not session:
+        raise RuntimeError(f"initialize: HTTP {response.status}: {data[:120]!r}")
+    conn.request("POST", target.path, headers=_headers(target, session),
+                 body=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    conn.getresponse().read()
+    return session
+
+
+def close_session(conn: http.client.HTTPConnection, target: Target, session: str) -> None:
+    try:
+        conn.request("DELETE", target.path, headers=_headers(target, session))
+        conn.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        pass
+
+
+def call(conn: http.client.HTTPConnection, target: Target, request_id: int, session: str | None = None) -> None:
+    params = {"name": target.tool, "arguments": target.arguments}
+    headers = _headers(target, session)
+    if session is None:
+        params["_meta"] = META
+        headers.update({"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": target.tool})
+    conn.request("POST", target.path, headers=headers,
+                 body=json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}))
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200 or b'"result"' not in data or target.expect not in data or b'"isError":true' in data:
         raise RuntimeError(f"HTTP {response.status}: {data[:120]!r}")
 
 
@@ -73,26 +112,37 @@ def run_load(target: Target, concurrency: int, duration: float, timeout: float =
         return not until.is_set() if until is not None else time.monotonic() < stop_at
 
     def worker(index: int) -> None:
-        conn = None
+        conn = session = None
         n = 0
+        if target.handshake:
+            # The session is opened before the measured calls, as a client's would be.
+            try:
+                conn = target.connect(timeout)
+                session = open_session(conn, target)
+            except Exception:  # noqa: BLE001 - measured as failed calls below
+                conn = session = None
         while going():
             n += 1
             start = time.monotonic()
             try:
                 if conn is None:
                     conn = target.connect(timeout)
-                call(conn, target, index * 1_000_000 + n)
+                if target.handshake and session is None:
+                    session = open_session(conn, target)
+                call(conn, target, index * 1_000_000 + n, session)
                 ok = True
             except Exception:  # noqa: BLE001 - a failed call is a data point
                 ok = False
                 if conn is not None:
                     conn.close()
-                conn = None
+                conn = session = None
             with lock:
                 results.append((start, time.monotonic() - start, ok))
             if not ok:
                 time.sleep(0.02)
         if conn is not None:
+            if session:
+                close_session(conn, target, session)
             conn.close()
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]

@@ -21,6 +21,8 @@ REPLICAS = [
     ("mcp-reference-stateless-1", 18090, "/mcp", "whoami"),
     ("mcp-time-1", 18100, "/mcp", "get_current_time"),
 ]
+# server-everything speaks only the handshake: 2026-07-28 requests are told so (-32022), clients fall back.
+HANDSHAKE_ONLY = [("mcp-everything-1", 18110, "/mcp", "trigger-long-running-operation")]
 
 
 inspect = docker_inspect
@@ -40,6 +42,14 @@ def test_every_replica_answers_tools_list_over_the_network(name, protocol, conta
     result = probe(container_ip(name), port, path, protocol)
     assert tool in result["tools"]
     assert result["protocol_version"] == ("2026-07-28" if protocol == "sessionless" else "2025-11-25")
+
+
+@pytest.mark.parametrize("name", HOSTS)
+@pytest.mark.parametrize(("container", "port", "path", "tool"), HANDSHAKE_ONLY, ids=[r[0] for r in HANDSHAKE_ONLY])
+def test_a_handshake_only_stdio_server_answers_and_auto_falls_back(name, container, port, path, tool):
+    assert tool in probe(container_ip(name), port, path, "handshake")["tools"]
+    result = MCPClient(f"http://{container_ip(name)}:{port}{path}", timeout=10).probe(protocol="auto").as_dict()
+    assert (result["protocol"], result["protocol_version"]) == ("handshake", "2025-11-25"), result
 
 
 @pytest.mark.parametrize("name", HOSTS)
@@ -188,7 +198,8 @@ def test_rolling_update_without_an_image_is_refused():
     result = run_playbook("../../playbooks/rolling_update.yml", extra_vars={"rollout_server": "reference"})
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "Set rollout_server to one of reference, reference-stateless, time and rollout_image" in output, output[-3000:]
+    assert ("Set rollout_server to one of reference, reference-stateless, time, everything and rollout_image"
+            in output), output[-3000:]
 
 
 def test_undelivered_secret_fails_naming_server_and_secret():

@@ -433,3 +433,22 @@ def test_the_command_line_is_checked():
     bad = subprocess.run([sys.executable, str(BRIDGE), "--max-sessions", "0", "--", "true"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--max-sessions" in bad.stderr
+
+
+def test_a_client_that_expects_100_continue_gets_it(start_bridge):
+    bridge = start_bridge(SCRIPTED, "--stateless")
+    body = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "curl", "version": "1"}}}).encode()
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as sock:
+        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        answer = b""
+        while b'"serverInfo"' not in answer:
+            chunk = sock.recv(4096)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    access = [e for e in bridge.events("access") if e.get("rpc") == "initialize"]
+    assert access and access[-1]["status"] == 200

@@ -516,7 +516,7 @@ class HTTPError(Exception):
         self.status, self.text = status, text
 
 
-async def read_request(reader, max_body):
+async def read_request(reader, writer, max_body):
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
@@ -547,6 +547,9 @@ async def read_request(reader, max_body):
             req.headers[key] += ", " + value
         else:
             req.headers[key] = value
+    if req.headers.get("expect", "").lower() == "100-continue":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
     if "chunked" in req.headers.get("transfer-encoding", "").lower():
         if "content-length" in req.headers:
             raise HTTPError(400, "both Content-Length and Transfer-Encoding")
@@ -654,7 +657,7 @@ class Bridge:
     # -- requests --------------------------------------------------------- #
 
     async def handle(self, req, resp):
-        if req.path == self.args.health_path and req.method in ("GET", "HEAD"):
+        if req.path == self.args.health_path and req.method == "GET":
             return await self.health(resp)
         if req.path != self.args.path:
             return await resp.send(404, {"error": "not found"})
@@ -971,7 +974,7 @@ class Bridge:
         try:
             while not self.stopping:
                 try:
-                    req = await asyncio.wait_for(read_request(reader, self.args.max_body), KEEPALIVE_SECONDS)
+                    req = await asyncio.wait_for(read_request(reader, writer, self.args.max_body), KEEPALIVE_SECONDS)
                 except asyncio.TimeoutError:
                     break
                 except HTTPError as exc:
@@ -1000,7 +1003,13 @@ class Bridge:
                         await resp.send(exc.status, rpc_error(rpc_id, exc.code, exc.message, exc.data),
                                         headers=exc.headers)
                 if req.path != self.args.health_path or resp.status != 200:
-                    log("info", "access", method=req.method, path=req.path, status=resp.status,
+                    rpc = None
+                    if req.method == "POST":
+                        try:
+                            rpc = json.loads(req.body).get("method")
+                        except (ValueError, AttributeError, RecursionError):
+                            pass
+                    log("info", "access", method=req.method, path=req.path, status=resp.status, rpc=rpc,
                         ms=round((time.monotonic() - started) * 1000, 1),
                         session=(req.header("mcp-session-id") or "")[:8] or None)
                 if not resp.keep_alive:
