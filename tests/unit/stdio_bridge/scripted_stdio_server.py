@@ -4,7 +4,9 @@
 Standard library only. Tools: echo, pid, slow (a thread each, so calls overlap),
 garbage (writes a line that is not JSON-RPC first), stderr (writes a stderr line
 while the call is in flight), crash (exits), sample (asks the client for
-sampling/createMessage and answers with what the client said).
+sampling/createMessage and answers with what the client said), log (a
+notifications/message during the call), later (answers, then sends a
+notifications/resources/list_changed half a second later, belonging to no request).
 """
 
 import json
@@ -15,7 +17,7 @@ import time
 
 LOCK = threading.Lock()
 WAITING = {}
-TOOLS = ["echo", "pid", "slow", "garbage", "stderr", "crash", "sample"]
+TOOLS = ["echo", "pid", "slow", "garbage", "stderr", "crash", "sample", "log", "later"]
 
 
 def send(message):
@@ -54,6 +56,15 @@ def call(rpc_id, params):
         sys.stderr.flush()
         time.sleep(0.2)
         text(rpc_id, "wrote stderr")
+    elif name == "log":
+        send({"jsonrpc": "2.0", "method": "notifications/message",
+              "params": {"level": "info", "logger": "scripted", "data": "working on it"}})
+        time.sleep(0.2)
+        text(rpc_id, "logged")
+    elif name == "later":
+        text(rpc_id, "see you later")
+        time.sleep(0.5)
+        send({"jsonrpc": "2.0", "method": "notifications/resources/list_changed"})
     elif name == "crash":
         os._exit(3)
     elif name == "sample":

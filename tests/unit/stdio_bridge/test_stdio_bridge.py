@@ -452,3 +452,42 @@ def test_a_client_that_expects_100_continue_gets_it(start_bridge):
     assert answer.startswith(b"HTTP/1.1 200 OK")
     access = [e for e in bridge.events("access") if e.get("rpc") == "initialize"]
     assert access and access[-1]["status"] == 200
+
+
+def test_session_logging_rides_the_call_stream_and_later_messages_the_get_stream(start_bridge):
+    bridge = start_bridge(SCRIPTED)
+    sid, _ = bridge.initialize()
+    _status, _h, messages = bridge.legacy("tools/call", {"name": "log", "arguments": {}}, sid=sid, rpc_id=5)
+    assert messages[0]["method"] == "notifications/message" and messages[0]["params"]["data"] == "working on it"
+    assert messages[-1]["id"] == 5 and tool_text(messages[-1]) == "logged"
+
+    conn = http.client.HTTPConnection("127.0.0.1", bridge.port, timeout=10)
+    conn.request("GET", "/mcp", headers={"Accept": "text/event-stream", "Mcp-Session-Id": sid})
+    stream = conn.getresponse()
+    assert stream.status == 200
+    assert bridge.request("GET", headers={"Accept": "text/event-stream", "Mcp-Session-Id": sid})[0] == 409
+    assert tool_text(bridge.legacy("tools/call", {"name": "later", "arguments": {}}, sid=sid, rpc_id=6)[2][-1]) \
+        == "see you later"
+    line = b""
+    while not line.startswith(b"data:"):
+        line = stream.readline()
+        assert line, "the GET stream ended without the notification"
+    assert json.loads(line[5:])["method"] == "notifications/resources/list_changed"
+    # DELETE ends the session, its child, and its GET stream.
+    assert bridge.request("DELETE", headers={"Mcp-Session-Id": sid})[0] == 200
+    started = time.monotonic()
+    stream.read()  # returns at the stream's end; a stream left open would hit the 10 s socket timeout
+    assert time.monotonic() - started < 5
+
+
+def test_a_server_that_dies_at_start_is_retried_and_not_taken_for_a_handshake_only_one(start_bridge, tmp_path):
+    # The first start dies before answering; the next ones run the SDK server.
+    marker = tmp_path / "started-once"
+    wrapper = tmp_path / "flaky.sh"
+    wrapper.write_text("#!/bin/sh\nif [ ! -e %s ]; then touch %s; exit 7; fi\nexec %s\n" % (
+        marker, marker, " ".join(SDK_SERVER)))
+    wrapper.chmod(0o755)
+    bridge = start_bridge([str(wrapper)])
+    assert bridge.health()[1]["protocol"] == MODERN
+    assert tool_text(bridge.modern("tools/call", {"name": "echo", "arguments": {"text": "up"}})[2][-1]) == "up"
+    assert [e["code"] for e in bridge.events("child_exited")][:1] == [7]

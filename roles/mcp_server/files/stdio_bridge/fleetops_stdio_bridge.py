@@ -429,6 +429,9 @@ class SharedChild:
                 reply = await child.call({"jsonrpc": "2.0", "id": 0, "method": "server/discover",
                                           "params": {"_meta": modern_envelope()}}, timeout)
                 result = reply.get("result")
+                if result is None and not child.alive:
+                    # It died before it answered: a failed start, not an answer about 2026-07-28.
+                    raise BridgeError(503, SERVER_UNAVAILABLE, "MCP server process exited while starting")
                 if isinstance(result, dict) and any(v in result.get("supportedVersions", ()) for v in MODERN_VERSIONS):
                     self.modern_supported = True
                     self.discover_result = result
