@@ -450,8 +450,11 @@ def test_a_client_that_expects_100_continue_gets_it(start_bridge):
             assert chunk, answer
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 OK")
-    access = [e for e in bridge.events("access") if e.get("rpc") == "initialize"]
-    assert access and access[-1]["status"] == 200
+    deadline = time.monotonic() + 5  # the access line is written just after the answer
+    while not [e for e in bridge.events("access") if e.get("rpc") == "initialize"]:
+        assert time.monotonic() < deadline, "no access log line for the initialize"
+        time.sleep(0.05)
+    assert [e for e in bridge.events("access") if e.get("rpc") == "initialize"][-1]["status"] == 200
 
 
 def test_session_logging_rides_the_call_stream_and_later_messages_the_get_stream(start_bridge):
