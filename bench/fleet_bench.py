@@ -155,7 +155,7 @@ def main() -> int:
                 ("one replica", lb_bench.Target("http", host, port, "/mcp", None, None, tool, arguments, expect,
                                                 protocol == "handshake"))):
             print(f"bench: {server} {protocol} {tool} via {where}, {args.concurrency} workers ...", flush=True)
-            f = lb_bench.summarize(lb_bench.run_load(target, args.concurrency, args.duration, timeout=10.0),
+            f = lb_bench.summarize(lb_bench.run_load(target, args.concurrency, args.duration, timeout=30.0),
                                    args.duration)
             figures[(server, protocol, where)] = f
             rows.append((f"{server} ({protocol}) tools/call {tool}, {where}",

@@ -106,21 +106,25 @@ def run_load(target: Target, concurrency: int, duration: float, timeout: float =
     Return [(start, latency, ok)]."""
     results: list[tuple[float, float, bool]] = []
     lock = threading.Lock()
-    stop_at = time.monotonic() + duration
+    clock = {"stop_at": float("inf") if target.handshake else time.monotonic() + duration}
+    # Handshake workers open their sessions first (starting a stdio server's process takes a while);
+    # the clock starts when every worker has one, as a client's session would be open before it calls.
+    opened = threading.Barrier(concurrency + 1) if target.handshake else None
 
     def going() -> bool:
-        return not until.is_set() if until is not None else time.monotonic() < stop_at
+        return not until.is_set() if until is not None else time.monotonic() < clock["stop_at"]
 
     def worker(index: int) -> None:
         conn = session = None
         n = 0
         if target.handshake:
-            # The session is opened before the measured calls, as a client's would be.
             try:
-                conn = target.connect(timeout)
+                conn = target.connect(max(timeout, 60.0))
                 session = open_session(conn, target)
+                conn.sock.settimeout(timeout)
             except Exception:  # noqa: BLE001 - measured as failed calls below
                 conn = session = None
+            opened.wait()
         while going():
             n += 1
             start = time.monotonic()
@@ -148,8 +152,12 @@ def run_load(target: Target, concurrency: int, duration: float, timeout: float =
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     for t in threads:
         t.start()
+    if opened is not None:
+        opened.wait()
+        clock["stop_at"] = time.monotonic() + duration
+    started = clock["stop_at"] - duration
     for at, action in events or []:
-        time.sleep(max(0.0, at - (time.monotonic() - (stop_at - duration))))
+        time.sleep(max(0.0, at - (time.monotonic() - started)))
         action()
     for t in threads:
         t.join()
@@ -163,6 +171,8 @@ def percentile(values: list[float], p: float) -> float:
 
 def summarize(results, duration: float) -> dict:
     ok = [latency for _, latency, good in results if good]
+    if not ok:
+        return {"calls": len(results), "failed": len(results), "p50_ms": float("nan"), "p95_ms": float("nan"), "rps": 0.0}
     return {"calls": len(results), "failed": len(results) - len(ok), "p50_ms": percentile(ok, 50) * 1000,
             "p95_ms": percentile(ok, 95) * 1000, "rps": len(ok) / duration}
 

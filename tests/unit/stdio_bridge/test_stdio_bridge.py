@@ -494,3 +494,47 @@ def test_a_server_that_dies_at_start_is_retried_and_not_taken_for_a_handshake_on
     assert bridge.health()[1]["protocol"] == MODERN
     assert tool_text(bridge.modern("tools/call", {"name": "echo", "arguments": {"text": "up"}})[2][-1]) == "up"
     assert [e["code"] for e in bridge.events("child_exited")][:1] == [7]
+
+
+def test_the_cap_holds_for_initializes_that_arrive_together(start_bridge):
+    bridge = start_bridge(SDK_SERVER, "--max-sessions", "2")
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}}
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        statuses = sorted(r[0] for r in pool.map(lambda _i: bridge.request(body=body), range(6)))
+    assert statuses == [200, 200, 503, 503, 503, 503]
+    assert bridge.health()[1]["sessions"] == 2
+
+
+def test_a_client_that_gives_up_during_initialize_leaves_no_session(start_bridge):
+    bridge = start_bridge(SDK_SERVER)  # an SDK server takes about a second to start
+    baseline = set(children_of(bridge.proc.pid))
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}}).encode()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as sock:
+            sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Accept: application/json, text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            time.sleep(0.1)
+    deadline = time.monotonic() + 20
+    while len(bridge.events("session_abandoned")) < 3:
+        assert time.monotonic() < deadline, bridge.logs_text()[-2000:]
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert bridge.health()[1]["sessions"] == 0
+    assert set(children_of(bridge.proc.pid)) == baseline
+
+
+def test_a_sessionless_request_whose_client_goes_away_is_cancelled_in_the_child(start_bridge):
+    bridge = start_bridge(SCRIPTED, "--stateless")
+    bridge.initialize()
+    body = json.dumps({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                       "params": {"name": "slow", "arguments": {"seconds": 10}}}).encode()
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as sock:
+        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Accept: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(0.3)
+    deadline = time.monotonic() + 4  # the call itself would take 10 s
+    while not [e for e in bridge.events("access") if e.get("rpc") == "tools/call"]:
+        assert time.monotonic() < deadline, "the bridge kept waiting for a client that had gone"
+        time.sleep(0.1)

@@ -587,11 +587,16 @@ async def read_request(reader, writer, max_body):
 class Response:
     """Writes one HTTP/1.1 response: whole, or as an SSE stream (chunked)."""
 
-    def __init__(self, writer, keep_alive):
+    def __init__(self, writer, keep_alive, reader=None):
         self.writer = writer
+        self.reader = reader
         self.keep_alive = keep_alive
         self.status = None
         self.streaming = False
+
+    def client_gone(self):
+        """The client closed its side (for example it timed out) while we worked on its request."""
+        return (self.reader is not None and self.reader.at_eof()) or self.writer.is_closing()
 
     def _head(self, status, headers):
         self.status = status
@@ -805,7 +810,7 @@ class Bridge:
                     break
 
     async def new_session(self, req, resp, message):
-        live = sum(1 for s in self.sessions.values() if s.child.alive)
+        live = len(self.sessions)  # starting ones too: each holds (or is about to hold) a process
         if live >= self.args.max_sessions:
             log("warning", "session_cap", sessions=live, cap=self.args.max_sessions)
             raise BridgeError(503, SERVER_UNAVAILABLE,
@@ -830,9 +835,14 @@ class Bridge:
             raise BridgeError(503, SERVER_UNAVAILABLE, "MCP server process did not start: %s" % (exc or "timeout"))
         finally:
             session.busy -= 1
-        if "result" not in reply:
-            await child.stop(grace=1.0)
+        if "result" not in reply or resp.client_gone():
+            # A failed initialize, or a client that gave up waiting: no session is kept for it.
             self.sessions.pop(sid, None)
+            await child.stop(grace=1.0)
+            if "result" in reply:
+                log("info", "session_abandoned", session=sid[:8], reason="client gone before initialize answered")
+                resp.keep_alive = False
+                return
             return await resp.send(200, reply)
         session.version = reply["result"].get("protocolVersion")
         session.last_used = time.monotonic()
@@ -849,8 +859,9 @@ class Bridge:
             sink = self._open_sink(child, pending)
         deadline = time.monotonic() + self.args.request_timeout
         try:
+            next_ping = time.monotonic() + SSE_PING_SECONDS
             while True:
-                wait = min(SSE_PING_SECONDS, deadline - time.monotonic())
+                wait = min(1.0, deadline - time.monotonic())
                 if wait <= 0:
                     raise asyncio.TimeoutError
                 try:
@@ -858,8 +869,13 @@ class Bridge:
                 except asyncio.TimeoutError:
                     if time.monotonic() >= deadline:
                         raise
-                    if not wants_sse:
+                    if resp.client_gone():
+                        child.cancel(bid, "client disconnected")
+                        resp.keep_alive = False
+                        return
+                    if not wants_sse or time.monotonic() < next_ping:
                         continue
+                    next_ping = time.monotonic() + SSE_PING_SECONDS
                     if not resp.streaming:
                         await resp.start_sse()
                     await resp.sse()
@@ -989,7 +1005,7 @@ class Bridge:
                 if req is None:
                     break
                 keep = req.version == "HTTP/1.1" and "close" not in req.header("connection").lower()
-                resp = Response(writer, keep_alive=keep and not self.stopping)
+                resp = Response(writer, keep_alive=keep and not self.stopping, reader=reader)
                 started = time.monotonic()
                 try:
                     await self.handle(req, resp)
