@@ -45,9 +45,10 @@ demo: ## create the demo fleet (inventories/local), run site.yml on it, prove it
 	set -o pipefail; molecule converge -s $(DEMO_SCENARIO) 2>&1 | tee $(FLEETOPS_CACHE)/demo-converge.log
 	python tests/harness/demo_summary.py
 
-bench: ## benchmarks: rebuilds the demo from bare containers, then measures it (about 25 minutes); prints one table
+bench: ## benchmarks: rebuilds the demo from bare containers and measures it, then compares the stdio bridges (about 45 minutes); prints two tables
 	tests/harness/run.sh host venv images
 	python bench/fleet_bench.py
+	python bench/stdio_bridge_bench.py
 
 demo-destroy: ## remove the demo hosts
 	tests/harness/run.sh venv

@@ -211,24 +211,29 @@ def load(port, mode, server, workers, seconds, sampler_pid):
     """Run the load; returns latencies (ms), failures, calls/s, peak tree RSS (MiB)."""
     tool, arguments = TOOLS[server]
     latencies, failures, lock = [], [0], threading.Lock()
-    start_at = time.monotonic() + 1.5
-    stop_at = start_at + seconds
+    # Every worker opens its session (a handshake load starts a server process per session with some
+    # bridges) before the clock starts; then 1.5 s of warm-up, then `seconds` measured.
+    opened = threading.Barrier(workers + 1)
+    clock = {"start_at": float("inf"), "stop_at": float("inf")}
     peak = [0.0]
 
     def worker(n):
         conn = Conn(port)
         mine, bad, i = [], 0, 0
         try:
-            if mode == "handshake":
-                conn.initialize()
-            while time.monotonic() < stop_at:
+            try:
+                if mode == "handshake":
+                    conn.initialize()
+            finally:
+                opened.wait()
+            while time.monotonic() < clock["stop_at"]:
                 i += 1
                 started = time.monotonic()
                 try:
                     ok = conn.call(mode, tool, arguments, i)
                 except (OSError, http.client.HTTPException, ValueError):
                     ok = False
-                if started >= start_at:
+                if started >= clock["start_at"]:
                     mine.append((time.monotonic() - started) * 1000.0)
                     bad += 0 if ok else 1
         except (OSError, RuntimeError, http.client.HTTPException):
@@ -240,14 +245,18 @@ def load(port, mode, server, workers, seconds, sampler_pid):
             failures[0] += bad
 
     def sample():
-        while time.monotonic() < stop_at:
+        while time.monotonic() < clock["stop_at"]:
             peak[0] = max(peak[0], tree_rss_mib(sampler_pid))
             time.sleep(0.5)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(workers)]
-    sampler = threading.Thread(target=sample)
-    for thread in threads + [sampler]:
+    for thread in threads:
         thread.start()
+    opened.wait()
+    clock["start_at"] = time.monotonic() + 1.5
+    clock["stop_at"] = clock["start_at"] + seconds
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     for thread in threads + [sampler]:
         thread.join()
     return latencies, failures[0], len(latencies) / seconds, peak[0]
