@@ -137,12 +137,12 @@ class BridgeError(Exception):
 class Pending:
     """A request forwarded to a child, waiting for its reply."""
 
-    __slots__ = ("client_id", "client_token", "queue", "method")
+    __slots__ = ("client_id", "client_token", "token", "queue")
 
-    def __init__(self, client_id, client_token, method):
+    def __init__(self, client_id, client_token=None, token=None):
         self.client_id = client_id
-        self.client_token = client_token
-        self.method = method
+        self.client_token = client_token   # the client's progress token
+        self.token = token                 # the bridge's token for it, sent to the child
         # Notifications for this request, then the reply (last).
         self.queue = asyncio.Queue()
 
@@ -250,14 +250,10 @@ class Child:
                 self._notification(message)
             return
         bid = message.get("id")
-        pending = self.pending.pop(bid, None) if isinstance(bid, (int, str)) else None
+        pending = self.forget(bid) if isinstance(bid, (int, str)) else None
         if pending is None:
             log("warning", "child_unmatched_reply", child=self.label, id=bid)
             return
-        if pending.client_token is not None:
-            for token, owner in list(self.tokens.items()):
-                if owner == bid:
-                    del self.tokens[token]
         message["id"] = pending.client_id
         pending.queue.put_nowait(("reply", message))
 
@@ -302,26 +298,25 @@ class Child:
             return False
         return True
 
-    async def request(self, message, timeout):
-        """Forward a client request; return a Pending whose queue yields ('message'|'reply', msg)."""
+    async def request(self, message):
+        """Forward a client request; return (bridge id, Pending whose queue yields ('message'|'reply', msg))."""
         if not self.alive:
             raise BridgeError(503, SERVER_UNAVAILABLE, "MCP server process is not running")
         bid = self.bridge.next_id()
         params = message.get("params")
-        client_token = None
+        pending = Pending(message.get("id"))
         if isinstance(params, dict) and isinstance(params.get("_meta"), dict) and "progressToken" in params["_meta"]:
-            client_token = params["_meta"]["progressToken"]
-            token = "fo-%d" % bid
+            pending.client_token = params["_meta"]["progressToken"]
+            pending.token = "fo-%d" % bid
             params = dict(params)
-            params["_meta"] = dict(params["_meta"], progressToken=token)
-            self.tokens[token] = bid
-        pending = Pending(message.get("id"), client_token, message.get("method"))
+            params["_meta"] = dict(params["_meta"], progressToken=pending.token)
+            self.tokens[pending.token] = bid
         self.pending[bid] = pending
         forwarded = dict(message, id=bid)
         if params is not None:
             forwarded["params"] = params
         if not self.write(forwarded):
-            self.pending.pop(bid, None)
+            self.forget(bid)
             raise BridgeError(503, SERVER_UNAVAILABLE, "MCP server process is not running")
         try:
             await self.proc.stdin.drain()
@@ -329,20 +324,23 @@ class Child:
             pass
         return bid, pending
 
+    def forget(self, bid):
+        """Stop tracking a request (answered, cancelled or failed); return its Pending, or None."""
+        pending = self.pending.pop(bid, None)
+        if pending is not None and pending.token is not None:
+            self.tokens.pop(pending.token, None)
+        return pending
+
     def cancel(self, bid, reason):
         """The client went away or timed out: tell the child, forget the request."""
-        pending = self.pending.pop(bid, None)
-        if pending is None:
+        if self.forget(bid) is None:
             return
-        for token, owner in list(self.tokens.items()):
-            if owner == bid:
-                del self.tokens[token]
         self.write({"jsonrpc": "2.0", "method": "notifications/cancelled",
                     "params": {"requestId": bid, "reason": reason}})
 
     async def call(self, message, timeout):
         """Forward a request and wait for its reply only (handshakes, health probes)."""
-        bid, pending = await self.request(message, timeout)
+        bid, pending = await self.request(message)
         try:
             while True:
                 kind, reply = await asyncio.wait_for(pending.queue.get(), timeout)
@@ -493,10 +491,9 @@ class SharedChild:
 
 
 class Session:
-    def __init__(self, sid, child, version):
+    def __init__(self, sid, child):
         self.sid = sid
         self.child = child
-        self.version = version
         self.last_used = time.monotonic()
         self.busy = 0
 
@@ -793,7 +790,7 @@ class Bridge:
             return await resp.send(202)
         session.busy += 1
         try:
-            await self.relay(req, resp, session.child, message, modern=False, sid=sid)
+            await self.relay(req, resp, session.child, message, modern=False)
         finally:
             session.busy -= 1
             session.last_used = time.monotonic()
@@ -805,7 +802,7 @@ class Bridge:
             for bid, pending in list(child.pending.items()):
                 if pending.client_id == params.get("requestId"):
                     message["params"] = dict(params, requestId=bid)
-                    child.pending.pop(bid, None)
+                    child.forget(bid)
                     pending.queue.put_nowait(("cancelled", None))
                     break
 
@@ -818,7 +815,7 @@ class Bridge:
                               {"maxSessions": self.args.max_sessions}, headers={"Retry-After": "5"})
         sid = secrets.token_hex(16)
         child = Child(self, "session-" + sid[:8])
-        session = Session(sid, child, None)
+        session = Session(sid, child)
         self.sessions[sid] = session
         session.busy += 1
 
@@ -844,19 +841,18 @@ class Bridge:
                 resp.keep_alive = False
                 return
             return await resp.send(200, reply)
-        session.version = reply["result"].get("protocolVersion")
         session.last_used = time.monotonic()
         log("info", "session_opened", session=sid[:8], pid=child.proc.pid, sessions=len(self.sessions))
         await resp.send(200, reply, headers={"Mcp-Session-Id": sid})
 
-    async def relay(self, req, resp, child, message, modern, sid=None):
+    async def relay(self, req, resp, child, message, modern):
         """Forward one request; answer with JSON, or SSE once a notification comes first."""
-        bid, pending = await child.request(message, self.args.request_timeout)
+        bid, pending = await child.request(message)
         wants_sse = "text/event-stream" in req.header("accept")
-        sink = None
-        if wants_sse and self.back_channel(child):
-            # Server requests and notifications that name no request may ride this stream.
-            sink = self._open_sink(child, pending)
+        # Server requests and notifications that name no request may ride this stream (sessions only).
+        shares_stream = wants_sse and self.back_channel(child)
+        if shares_stream:
+            child.streams.append(pending.queue)
         deadline = time.monotonic() + self.args.request_timeout
         try:
             next_ping = time.monotonic() + SSE_PING_SECONDS
@@ -919,18 +915,8 @@ class Bridge:
             child.cancel(bid, "client disconnected")
             raise
         finally:
-            if sink is not None:
-                self._close_sink(child, sink, pending)
-
-    def _open_sink(self, child, pending):
-        """Messages with no request of their own may ride this POST's stream."""
-        child.streams.append(pending.queue)
-        return pending.queue
-
-    @staticmethod
-    def _close_sink(child, sink, pending):
-        if sink in child.streams:
-            child.streams.remove(sink)
+            if shares_stream:
+                child.streams.remove(pending.queue)
 
     async def get(self, req, resp):
         if self.stateless:
