@@ -1,5 +1,6 @@
 # Copyright: fleetops.mcp contributors
 # Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Filters shared by the fleetops.mcp roles."""
 
 from __future__ import annotations
@@ -92,10 +93,12 @@ def mcp_scrape_targets(servers, backends):
         raise AnsibleFilterError("cannot list the MCP servers' scrape targets: %s" % exc)
 
 
-def mcp_backup_items(servers, host, groups, extra_paths=None, prometheus_url=None, prometheus_data_dir=None):
+def mcp_backup_items(servers, host, groups, extra_paths=None, prometheus_url=None, prometheus_data_dir=None,
+                     docker_data_root=None):
     """What ``host`` backs up: configuration by its groups, its servers' writable volumes, a TSDB snapshot."""
     try:
-        return _backup.items(servers, host, groups, extra_paths, prometheus_url, prometheus_data_dir)
+        return _backup.items(servers, host, groups, extra_paths, prometheus_url, prometheus_data_dir,
+                             docker_data_root)
     except ValueError as exc:
         raise AnsibleFilterError("cannot list the backup items of %s: %s" % (host, exc))
 
@@ -137,10 +140,11 @@ def mcp_failover_routes(servers, backends, max_fails=1, fail_timeout=10):
     return _failover_call("routes", _failover.route_files, servers, backends, max_fails, fail_timeout)
 
 
-def mcp_failover_agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None, metrics_dir=""):
+def mcp_failover_agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None, metrics_dir="",
+                              docker_data_root=None):
     """The failover agent's and replication's configuration on one Docker host."""
     return _failover_call("agent configuration", _failover.agent_config, servers, host, backends, ready_timeout,
-                          pause, ssh, metrics_dir)
+                          pause, ssh, metrics_dir, docker_data_root)
 
 
 def mcp_failover_daemon_config(servers, backends, load_balancers, options):

@@ -15,7 +15,8 @@ import re
 
 from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet
 
-VOLUME_ROOT = "/var/lib/docker/volumes"
+# Docker's default data root; a host's own comes from its daemon (DockerRootDir).
+DOCKER_DATA_ROOT = "/var/lib/docker"
 # Configuration each kind of host carries, by inventory group.
 # What a restored item needs: services reloaded (configuration) or restarted.
 GROUP_PATHS = {
@@ -33,14 +34,20 @@ def _safe(name):
     return re.sub(r"[^a-z0-9-]+", "-", str(name).lower()).strip("-")
 
 
-def volume_path(source):
-    """Where a volume's data lives on the Docker host: a host path as is, a named volume under Docker's root."""
+def volume_path(source, data_root=None):
+    """Where a volume's data lives on the Docker host: a host path as is, a named
+    volume under the daemon's data root (``data_root``, default /var/lib/docker)."""
     source = str(source)
-    return source if source.startswith("/") else "%s/%s/_data" % (VOLUME_ROOT, source)
+    if source.startswith("/"):
+        return source
+    root = str(data_root or DOCKER_DATA_ROOT)
+    if not root.startswith("/"):
+        raise ValueError("the Docker data root must be an absolute path; got %r" % root)
+    return "%s/volumes/%s/_data" % (root.rstrip("/") or "", source)
 
 
-def volume_items(servers, host):
-    """One item per writable volume of each server on ``host``."""
+def volume_items(servers, host, data_root=None):
+    """One item per writable volume of each server on ``host`` (Docker data root ``data_root``)."""
     items = []
     for server in _fleet.normalize(servers, host):
         containers = [c["name"] for c in server["containers"]]
@@ -48,7 +55,7 @@ def volume_items(servers, host):
             if not volume.get("writable"):
                 continue
             source = str(volume["source"])
-            path = volume_path(source)
+            path = volume_path(source, data_root)
             command = server.get("backup_command")
             hook = ({"commands": [["docker", "exec", containers[0]] + list(command)]} if command
                     else {"pause": containers})
@@ -61,7 +68,8 @@ def volume_items(servers, host):
     return items
 
 
-def items(servers, host, groups, extra_paths=None, prometheus_url=None, prometheus_data_dir=None):
+def items(servers, host, groups, extra_paths=None, prometheus_url=None, prometheus_data_dir=None,
+          docker_data_root=None):
     """Every item ``host`` backs up, in a stable order."""
     out = []
     for group, (name, paths, services) in GROUP_PATHS.items():
@@ -70,7 +78,7 @@ def items(servers, host, groups, extra_paths=None, prometheus_url=None, promethe
     if extra_paths:
         out.append({"name": "extra", "paths": list(extra_paths)})
     if "docker_hosts" in groups:
-        out += volume_items(servers, host)
+        out += volume_items(servers, host, docker_data_root)
     if "monitors" in groups and prometheus_url:
         out.append({"name": "prometheus-tsdb", "prometheus_snapshot": prometheus_url,
                     "prometheus_data_dir": prometheus_data_dir or "/var/lib/prometheus/metrics2",

@@ -49,20 +49,22 @@ def active_hosts(servers, state=None):
     return out
 
 
-def _volumes(server):
+def _volumes(server, data_root=None):
     out = []
     for volume in server["volumes"]:
         if not volume.get("writable"):
             continue
         out.append({
-            "source": volume_path(volume["source"]),
+            "source": volume_path(volume["source"], data_root),
             "replica": "%s/%s" % (server["name"], _safe(volume["source"])),
         })
     return out
 
 
-def agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None, metrics_dir=""):
-    """The agent's configuration on one Docker host: the failover servers it holds."""
+def agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None, metrics_dir="",
+                 docker_data_root=None):
+    """The agent's configuration on one Docker host: the failover servers it holds
+    (named volumes under ``docker_data_root``, the host daemon's data root)."""
     addresses = _fleet.backend_addresses(backends)
     out = {}
     for server in failover_servers(servers):
@@ -82,7 +84,7 @@ def agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None
             "peer_host": peer,
             "sync_interval": server["failover"]["sync_interval"],
             "pause": bool(pause),
-            "volumes": _volumes(server),
+            "volumes": _volumes(server, docker_data_root),
         }
     return {"servers": out, "replica_dir": REPLICA_DIR, "ssh": dict(ssh or {}), "metrics_dir": metrics_dir}
 

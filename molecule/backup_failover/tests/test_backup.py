@@ -19,7 +19,8 @@ from memory_graph import recalled, remember
 
 DH, LB, BK = "bf-dh-1", "bf-lb-1", "bf-bk"
 ARCHIVES = "/var/backups/fleetops"
-VOLUME = "/var/lib/docker/volumes/memory-data/_data"
+# bf-dh-1 keeps its Docker data in /srv/docker (host_vars/bf-dh-1.yml).
+VOLUME = "/srv/docker/volumes/memory-data/_data"
 TOOL = "/usr/local/libexec/fleetops/fleetops-backup"
 
 
@@ -71,6 +72,9 @@ def test_one_service_run_yields_an_archive_with_its_manifest_here_and_on_the_bac
     marker = f"before-backup-{uuid.uuid4().hex[:8]}"
     remember(marker, marker)
     dh, bk = container_host(DH), container_host(BK)
+    # The daemon really keeps its volumes off the default root on this host.
+    assert dh.run("docker info -f '{{.DockerRootDir}}'").stdout.strip() == "/srv/docker"
+    assert not dh.file("/var/lib/docker/volumes/memory-data").exists
     before = time.time()
     run_backup(dh)
     archive = newest_archive(dh)

@@ -31,6 +31,15 @@ def test_a_docker_host_backs_up_its_config_and_each_writable_volume():
     assert tickets["hook"] == {"commands": [["docker", "exec", "mcp-tickets-1", "tickets-dump", "--to", "/data/dump.sql"]]}
 
 
+def test_named_volumes_are_found_under_the_hosts_own_docker_data_root():
+    items = {i["name"]: i for i in _backup.items(SERVERS, "dh-1", ["docker_hosts"], docker_data_root="/srv/docker/")}
+    assert items["volume-notes-notes-data"]["paths"] == ["/srv/docker/volumes/notes-data/_data"]
+    # A host path is the same whatever the data root.
+    assert items["volume-tickets-srv-tickets"]["paths"] == ["/srv/tickets"]
+    with pytest.raises(ValueError, match="data root must be an absolute path; got 'srv/docker'"):
+        _backup.items(SERVERS, "dh-1", ["docker_hosts"], docker_data_root="srv/docker")
+
+
 def test_other_hosts_get_their_roles_configuration_and_the_monitor_a_snapshot():
     assert [i["name"] for i in _backup.items(SERVERS, "dh-2", ["docker_hosts"])] == ["docker-host-config"]
     lb = _backup.items(SERVERS, "lb-1", ["load_balancers"], extra_paths=["/etc/ssl/private/mcp.key"])

@@ -41,6 +41,9 @@ def test_agent_config_lists_the_peer_and_the_writable_volumes_only():
     assert memory["probe_url"] == "http://127.0.0.1:18300/mcp" and memory["stop_timeout"] == 7
     assert memory["volumes"] == [{"source": "/var/lib/docker/volumes/memory-data/_data", "replica": "memory/memory-data"}]
     assert _failover.agent_config(SERVERS, "dh-3", BACKENDS)["servers"] == {}
+    moved = _failover.agent_config(SERVERS, "dh-2", BACKENDS, docker_data_root="/srv/docker")
+    assert moved["servers"]["memory"]["volumes"] == [
+        {"source": "/srv/docker/volumes/memory-data/_data", "replica": "memory/memory-data"}]
     with pytest.raises(ValueError, match="failover host dh-1 has no address"):
         _failover.agent_config(SERVERS, "dh-2", BACKENDS[1:])
 
