@@ -22,7 +22,15 @@ def role_docs():
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
 def test_argument_specs_match_defaults(role):
-    options = load(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    # Every default is an input of some entry point, and every entry point
+    # documents an input the same way (same default) as the others do.
+    entries = load(role / "meta" / "argument_specs.yml")["argument_specs"]
+    options = {}
+    for entry, spec in entries.items():
+        for name, option in spec.get("options", {}).items():
+            if name in options and "default" in option:
+                assert options[name].get("default") == option["default"], f"{name}: entry point {entry} differs"
+            options.setdefault(name, option)
     defaults = load(role / "defaults" / "main.yml")
     assert sorted(options) == sorted(defaults), "argument_specs and defaults/main.yml name different variables"
     for name, value in defaults.items():
