@@ -159,6 +159,26 @@ def test_restore_without_a_host_names_restore_hosts():
 @pytest.mark.parametrize(
     ("extra_vars", "message"),
     [
+        ({"restore_archive": "../../etc/shadow"}, "got '../../etc/shadow' and []"),
+        ({"restore_items": ["volume-memory-memory-data", "--keep-dir=/"]},
+         'got \'\' and ["volume-memory-memory-data", "--keep-dir=/"]'),
+    ],
+    ids=["archive-path", "item-option"],
+)
+def test_restore_refuses_an_archive_path_or_an_item_that_is_not_a_name(extra_vars, message):
+    dh = container_host(DH)
+    before = digests(dh, [VOLUME])
+    result = run_playbook("../../playbooks/restore.yml", extra_vars={"restore_hosts": DH, **extra_vars})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "backup_restore_archive must be an archive's file name" in output, output[-2000:]
+    assert message in output, output[-2000:]
+    assert digests(dh, [VOLUME]) == before
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
         ({"backup_calendar": "every night"}, "backup_calendar 'every night' is not a systemd calendar expression"),
         ({"backup_keep_count": 0}, "backup_keep_count must be a whole number from 1 to 1000; got 0"),
         ({"backup_copy_host": "nowhere"}, "backup_copy_host must name another host of the inventory (got 'nowhere')"),

@@ -74,6 +74,15 @@ def lb_host(name: str):
     return container_host(name)
 
 
+def vip_state_changes() -> list[str]:
+    """Every VRRP state change the load balancers logged (keepalived role), oldest first per host."""
+    lines = []
+    for lb in LBS:
+        log = lb_host(lb).run("cat /var/log/fleetops/keepalived-state.json 2>/dev/null").stdout
+        lines += [line for line in log.splitlines() if line.strip()]
+    return lines
+
+
 def nginx_master_pid(lb: str) -> int:
     return main_pid(lb_host(lb), "nginx")
 

@@ -15,7 +15,7 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from fleetops_testlib import container_host, container_ip, wait_for_mcp
-from lbha import CA, VIP, client, discover_body, discover_headers, lb_host, raw, tls_context, token, url
+from lbha import CA, VIP, client, discover_body, discover_headers, lb_host, raw, tls_context, token, url, vip_state_changes
 
 STATELESS = "/mcp/reference-stateless"
 
@@ -79,12 +79,23 @@ def test_a_client_over_its_connection_limit_gets_429():
         "_meta": discover_body()["params"]["_meta"]}}
     headers = {**discover_headers("single-agent"), "Mcp-Method": "tools/call", "Mcp-Name": "slow_count"}
     held = {}
-    slow = threading.Thread(target=lambda: held.update(result=raw("POST", STATELESS, body, headers, timeout=20)))
+
+    def hold():
+        try:
+            held["result"] = raw("POST", STATELESS, body, headers, timeout=20)
+        except OSError as exc:
+            held["error"] = repr(exc)
+
+    before = set(vip_state_changes())
+    slow = threading.Thread(target=hold)
     slow.start()
     time.sleep(1.0)
     second = raw("POST", STATELESS, discover_body(), discover_headers("single-agent"))[0]
     slow.join()
     assert second == 429
+    # A VIP that moved meanwhile cuts the held connection: say so if it did.
+    moved = [change for change in vip_state_changes() if change not in before]
+    assert "result" in held, f"the held call failed ({held.get('error')}); VRRP state changes meanwhile: {moved}"
     assert held["result"][0] == 200 and b'"result"' in held["result"][2]
     assert raw("POST", STATELESS, discover_body(), discover_headers("single-agent"))[0] == 200
 
