@@ -39,7 +39,10 @@ import time
 from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
-from ansible_collections.fleetops.mcp.plugins.module_utils._urls import redact_url  # noqa: F401 (re-exported)
+try:
+    from ansible_collections.fleetops.mcp.plugins.module_utils._urls import redact_url  # noqa: F401 (re-exported)
+except ImportError:  # outside Ansible: installed beside _urls.py (roles/mcp_failover, fleetops-failover)
+    from _urls import redact_url  # noqa: F401
 
 __metaclass__ = type
 
