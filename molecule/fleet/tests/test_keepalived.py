@@ -118,8 +118,28 @@ def test_keepalived_conf_is_private_and_holds_unicast_peers():
     assert "unicast_src_ip 172.30.214.21" in text and "172.30.214.22" in text and "unicast_fault_no_peer" in text
 
 
+CHECKS = "/usr/local/libexec/fleetops"
+
+
 @pytest.mark.parametrize("lb", LBS)
-def test_the_health_check_runs_unprivileged(lb):
+def test_the_health_checks_run_unprivileged(lb):
     host = lb_host(lb)
-    result = host.run("runuser -u keepalived_script -- /usr/local/libexec/fleetops/keepalived-check-nginx")
-    assert result.rc == 0
+    for check in ("keepalived-check-nginx", "keepalived-check-listening"):
+        result = host.run(f"runuser -u keepalived_script -- {CHECKS}/{check}")
+        assert result.rc == 0, (check, result.stderr)
+
+
+def test_a_hung_nginx_fails_the_health_check_in_time_but_not_the_liveness_check():
+    # lb-2 (the backup): nginx frozen, the kernel still accepts on its port.
+    host = lb_host("lb-2")
+    assert host.run("systemctl kill --signal=SIGSTOP nginx").rc == 0
+    try:
+        began = time.monotonic()
+        health = host.run(f"runuser -u keepalived_script -- {CHECKS}/keepalived-check-nginx")
+        took = time.monotonic() - began
+        alive = host.run(f"runuser -u keepalived_script -- {CHECKS}/keepalived-check-listening")
+    finally:
+        assert host.run("systemctl kill --signal=SIGCONT nginx").rc == 0
+    assert health.rc != 0 and took < 3 + 2, (health.rc, took)  # keepalived_check_timeout is 3 in the demo
+    assert alive.rc == 0
+    assert host.run(f"runuser -u keepalived_script -- {CHECKS}/keepalived-check-nginx").rc == 0
