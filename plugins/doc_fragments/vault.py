@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
-# Copyright: (c) FleetOps contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Documentation fragment for the Vault connection and authentication options of fleetops.mcp modules."""
 
 from __future__ import absolute_import, division, print_function

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: (c) FleetOps contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: probe an MCP server with a real MCP exchange."""
 
 from __future__ import absolute_import, division, print_function
@@ -12,7 +13,7 @@ DOCUMENTATION = r"""
 ---
 module: mcp_probe
 short_description: Health-check an MCP server with a real Model Context Protocol exchange
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Connects to an MCP (Model Context Protocol) server over Streamable HTTP and performs a real
     protocol exchange, not a plain HTTP GET.
@@ -36,6 +37,9 @@ description:
     an unknown session (HTTP 404), a protocol version mismatch, and missing expected tools.
 author:
   - FleetOps contributors (@fleetops)
+extends_documentation_fragment:
+  - fleetops.mcp.attributes
+  - fleetops.mcp.attributes.action_group_mcp
 requirements:
   - Python 3.8 or newer on the managed host. Only the Python standard library is used.
 options:
@@ -131,11 +135,12 @@ notes:
   - HTTP proxies (C(HTTP_PROXY)/C(HTTPS_PROXY)) are not used. The module connects directly.
 attributes:
   check_mode:
-    description: Can run in check mode and return a changed status prediction without modifying the target.
     support: full
+    details: The probe only reads. In check mode O(call_tool) is called only when the server marks the tool C(readOnlyHint=true).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: (c) FleetOps contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: manage a HashiCorp Vault AppRole and optionally issue a (wrapped) SecretID."""
 
 from __future__ import absolute_import, division, print_function
@@ -30,6 +31,8 @@ author:
   - fleetops.mcp contributors (@fleetops)
 extends_documentation_fragment:
   - fleetops.mcp.vault
+  - fleetops.mcp.attributes
+  - fleetops.mcp.attributes.action_group_vault
 options:
   name:
     description:
@@ -104,18 +107,13 @@ options:
     type: dict
 attributes:
   check_mode:
-    description: Can run in check mode and return a changed status prediction without modifying the target.
     support: full
     details: No SecretID is issued in check mode; the module still reports the change.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: The diff shows the managed role settings only. SecretIDs and wrapping tokens never appear in it.
-  action_group:
-    description: Use C(group/fleetops.mcp.vault) in C(module_defaults) to set the connection options once.
-    support: full
-    membership:
-      - fleetops.mcp.vault
+  platform:
+    platforms: posix
 notes:
   - RV(secret_id) and RV(wrapping_token) are credentials. The module refuses to issue them unless the task has
     C(no_log=true); C(register) the result and pass the value on with other C(no_log) tasks
@@ -341,7 +339,7 @@ def _normalize_cidr(value, option):
     try:
         return "%s" % ipaddress.ip_network(("%s" % value).strip(), strict=False)
     except ValueError:
-        raise VaultModuleError("%s: %r is not an IP address or CIDR block." % (option, value), "configuration")
+        raise VaultModuleError("%s: %r is not an IP address or CIDR block." % (option, value), "configuration") from None
 
 
 def normalize_field(name, value):
@@ -356,7 +354,7 @@ def normalize_field(name, value):
     try:
         count = int(value or 0)
     except (TypeError, ValueError):
-        raise VaultModuleError("%s: %r is not a whole number." % (name, value), "configuration")
+        raise VaultModuleError("%s: %r is not a whole number." % (name, value), "configuration") from None
     if count < 0:
         raise VaultModuleError("%s: %r must not be negative." % (name, value), "configuration")
     return count

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: (c) FleetOps contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: manage a HashiCorp Vault ACL policy idempotently."""
 
 from __future__ import absolute_import, division, print_function
@@ -25,6 +26,8 @@ author:
   - fleetops.mcp contributors (@fleetops)
 extends_documentation_fragment:
   - fleetops.mcp.vault
+  - fleetops.mcp.attributes
+  - fleetops.mcp.attributes.action_group_vault
 options:
   name:
     description:
@@ -46,16 +49,11 @@ options:
     default: present
 attributes:
   check_mode:
-    description: Can run in check mode and return a changed status prediction without modifying the target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
-  action_group:
-    description: Use C(group/fleetops.mcp.vault) in C(module_defaults) to set the connection options once.
-    support: full
-    membership:
-      - fleetops.mcp.vault
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
