@@ -8,16 +8,19 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 DEMO_SCENARIO ?= fleet
 export FLEETOPS_CACHE := $(CURDIR)/.cache
 
-.PHONY: help test lint unit package molecule demo demo-destroy bench venv host images clean
+.PHONY: help test lint sanity unit package molecule demo demo-destroy bench venv host images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-test: ## set up everything, then lint, unit tests, packaging and all Molecule scenarios
+test: ## set up everything, then lint, ansible-test sanity, unit tests, packaging and all Molecule scenarios
 	tests/harness/run.sh
 
-lint: ## yamllint and ansible-lint (production profile)
+lint: ## ruff, yamllint and ansible-lint (production profile)
 	tests/harness/run.sh venv lint
+
+sanity: ## ansible-test sanity on plugins/ and meta/ (a copy under .cache/sanity)
+	tests/harness/run.sh venv sanity
 
 unit: ## pytest unit tests (and promtool's alert rule tests)
 	tests/harness/setup-host.sh promtool

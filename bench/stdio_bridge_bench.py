@@ -26,7 +26,6 @@ import os
 import shlex
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -425,15 +424,19 @@ def table(rows, idle, churn, args):
     for load_name in ("sessionless", "handshake"):
         mine, yard = ours.get(("time", load_name)), ref.get(load_name)
         if mine and yard:
-            lines.append("| mcp-server-time behind the bridge vs the reference HTTP server, %s | p50 %.2fx, throughput %.0f%% |"
+            lines.append("| mcp-server-time behind the bridge vs the reference HTTP server, %s "
+                         "| p50 %.2fx, throughput %.0f%% |"
                          % (load_name, mine["p50"] / yard["p50"], 100.0 * mine["rate"] / yard["rate"]))
     hs = ours.get(("time", "handshake"))
     if hs:
         extra = (hs["peak_mib"] - hs["idle_mib"]) / args.workers
-        lines.append("| each extra session (mcp-server-time) | %.0f MiB (one server process: %.0f MiB) |" % (extra, hs["child_mib"]))
-    lines.append("| idle stateless replica (mcp-server-time) | %.0f MiB = bridge %.0f + child %.0f; bound 1.5 x child + 40 = %.0f |"
+        lines.append("| each extra session (mcp-server-time) | %.0f MiB (one server process: %.0f MiB) |"
+                     % (extra, hs["child_mib"]))
+    lines.append("| idle stateless replica (mcp-server-time) "
+                 "| %.0f MiB = bridge %.0f + child %.0f; bound 1.5 x child + 40 = %.0f |"
                  % (idle["tree_mib"], idle["bridge_mib"], idle["child_mib"], 1.5 * idle["child_mib"] + 40))
-    lines.append("| %d sessions opened and closed (server-everything, 4 workers) | %d failed, %.0f s; children %d before, %d after; bridge %.1f -> %.1f MiB |"
+    lines.append("| %d sessions opened and closed (server-everything, 4 workers) "
+                 "| %d failed, %.0f s; children %d before, %d after; bridge %.1f -> %.1f MiB |"
                  % (churn["sessions"], churn["failed"], churn["seconds"], churn["before"]["children"],
                     churn["after"]["children"], churn["before"]["bridge_mib"], churn["after"]["bridge_mib"]))
     return "\n".join(out + lines)

@@ -43,8 +43,8 @@ def docker_ulimits(ulimits):
             raise AnsibleFilterError("ulimit %r must be a dictionary with exactly the keys soft and hard" % name)
         try:
             soft, hard = int(limit["soft"]), int(limit["hard"])
-        except (TypeError, ValueError):
-            raise AnsibleFilterError("ulimit %r: soft and hard must be whole numbers" % name)
+        except (TypeError, ValueError) as exc:
+            raise AnsibleFilterError("ulimit %r: soft and hard must be whole numbers" % name) from exc
         out[name] = {"Name": name, "Soft": soft, "Hard": hard}
     return out
 
@@ -66,7 +66,7 @@ def mcp_fleet(servers, host=None):
     try:
         return _fleet.normalize(servers, host)
     except ValueError as exc:
-        raise AnsibleFilterError("invalid MCP server declaration: %s" % exc)
+        raise AnsibleFilterError("invalid MCP server declaration: %s" % exc) from exc
 
 
 def mcp_host_ports(servers, host=None):
@@ -74,7 +74,7 @@ def mcp_host_ports(servers, host=None):
     try:
         return _fleet.host_ports(servers, host)
     except ValueError as exc:
-        raise AnsibleFilterError("invalid MCP server declaration: %s" % exc)
+        raise AnsibleFilterError("invalid MCP server declaration: %s" % exc) from exc
 
 
 def mcp_lb_routes(servers, backends):
@@ -82,7 +82,7 @@ def mcp_lb_routes(servers, backends):
     try:
         return _fleet.lb_routes(servers, backends)
     except ValueError as exc:
-        raise AnsibleFilterError("cannot route the MCP servers: %s" % exc)
+        raise AnsibleFilterError("cannot route the MCP servers: %s" % exc) from exc
 
 
 def mcp_scrape_targets(servers, backends):
@@ -90,7 +90,7 @@ def mcp_scrape_targets(servers, backends):
     try:
         return _fleet.scrape_targets(servers, backends)
     except ValueError as exc:
-        raise AnsibleFilterError("cannot list the MCP servers' scrape targets: %s" % exc)
+        raise AnsibleFilterError("cannot list the MCP servers' scrape targets: %s" % exc) from exc
 
 
 def mcp_backup_items(servers, host, groups, extra_paths=None, prometheus_url=None, prometheus_data_dir=None,
@@ -100,7 +100,7 @@ def mcp_backup_items(servers, host, groups, extra_paths=None, prometheus_url=Non
         return _backup.items(servers, host, groups, extra_paths, prometheus_url, prometheus_data_dir,
                              docker_data_root)
     except ValueError as exc:
-        raise AnsibleFilterError("cannot list the backup items of %s: %s" % (host, exc))
+        raise AnsibleFilterError("cannot list the backup items of %s: %s" % (host, exc)) from exc
 
 
 def mcp_lb_backends(hosts, hostvars):
@@ -127,7 +127,7 @@ def _failover_call(what, function, *args):
     try:
         return function(*args)
     except ValueError as exc:
-        raise AnsibleFilterError("cannot work out the failover %s: %s" % (what, exc))
+        raise AnsibleFilterError("cannot work out the failover %s: %s" % (what, exc)) from exc
 
 
 def mcp_failover_active(servers, state=None):
@@ -162,7 +162,7 @@ def mcp_lb_clients(clients, rate_per_minute=50, burst=10, max_connections=20):
     try:
         return _lb_clients.normalize(clients, rate_per_minute, burst, max_connections)
     except ValueError as exc:
-        raise AnsibleFilterError("invalid load balancer clients: %s" % exc)
+        raise AnsibleFilterError("invalid load balancer clients: %s" % exc) from exc
 
 
 class FilterModule:

@@ -1,5 +1,6 @@
 # Copyright: fleetops.mcp contributors
 # Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """What a host backs up: the items of fleetops-backup's configuration.
 
 Derived from the inventory so that a new MCP server's data volume is backed

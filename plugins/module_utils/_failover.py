@@ -1,5 +1,6 @@
 # Copyright: fleetops.mcp contributors
 # Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Active/passive failover: what each host of a failover pair, each load
 balancer and the failover controller is told, derived from the fleet.
 

@@ -1,5 +1,6 @@
 # Copyright: fleetops.mcp contributors
 # Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """The fleet model: validation and normalisation of the declared MCP servers.
 
 One place that knows what an MCP server entry may contain, used by the
@@ -118,7 +119,8 @@ def _check_healthcheck(where, check, errors):
             errors.append("%s: healthcheck.%s %r is not a duration such as 10s" % (where, key, check[key]))
     if "retries" in check and _int_in(check["retries"], 1, 100) is None:
         errors.append("%s: healthcheck.retries %r must be a whole number from 1 to 100" % (where, check["retries"]))
-    if "test" in check and not (isinstance(check["test"], list) and check["test"] and all(isinstance(t, str) for t in check["test"])):
+    test = check.get("test")
+    if "test" in check and not (isinstance(test, list) and test and all(isinstance(t, str) for t in test)):
         errors.append("%s: healthcheck.test must be a non-empty list of strings" % where)
     if "path" in check and not (isinstance(check["path"], str) and check["path"].startswith("/")):
         errors.append("%s: healthcheck.path %r must start with /" % (where, check["path"]))
@@ -207,7 +209,7 @@ def _check_one(where, server, errors):
     if _int_in(server.get("stop_grace_period", DEFAULTS["stop_grace_period"]), 1, 3600) is None:
         errors.append("%s: stop_grace_period %r must be whole seconds from 1 to 3600" % (where, server.get("stop_grace_period")))
     user = str(server.get("user", DEFAULTS["user"]))
-    if user.split(":")[0] in ("", "0", "root"):
+    if user.split(":", 1)[0] in ("", "0", "root"):
         errors.append("%s: user %r is root; MCP servers run as a non-root user" % (where, user))
     elif server.get("secrets") and not re.match(r"^[0-9]+(:[0-9]+)?$", user):
         errors.append("%s: user %r must be a numeric uid[:gid] when secrets are mounted (they are owned by it)" % (where, user))

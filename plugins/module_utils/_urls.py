@@ -1,5 +1,6 @@
 # Copyright: fleetops.mcp contributors
 # Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """URL helpers shared by the collection's clients."""
 
 from __future__ import annotations

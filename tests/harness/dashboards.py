@@ -31,11 +31,13 @@ OVERVIEW = [
      [('avg by (server) (avg_over_time(probe_success{job="mcp_probe"}[$__range]))', "{{server}}")],
      "Fraction of successful initialize probes per server over the dashboard's time range."),
     ("Error ratio", "timeseries", "percentunit",
-     [(f'(sum by (server) (rate(fleetops_mcp_errors_total[{RI}])) or sum by (server) (rate(fleetops_mcp_requests_total[{RI}])) * 0)'
-       f' / sum by (server) (rate(fleetops_mcp_requests_total[{RI}]))', "{{server}}")],
+     [((f'(sum by (server) (rate(fleetops_mcp_errors_total[{RI}]))'
+        f' or sum by (server) (rate(fleetops_mcp_requests_total[{RI}])) * 0)'
+        f' / sum by (server) (rate(fleetops_mcp_requests_total[{RI}]))'), "{{server}}")],
      "Failed MCP messages over all messages per server (the alert fires above 5% for 5 minutes)."),
     ("p95 latency", "timeseries", "s",
-     [(f'histogram_quantile(0.95, sum by (server, le) (rate(fleetops_mcp_request_duration_seconds_bucket[{RI}])))', "{{server}}")],
+     [(f'histogram_quantile(0.95, sum by (server, le) (rate(fleetops_mcp_request_duration_seconds_bucket[{RI}])))',
+       "{{server}}")],
      "95th percentile of request time per server (the alert fires above 2 s for 5 minutes)."),
     ("Requests per second", "timeseries", "reqps",
      [(f'sum by (server) (rate(fleetops_mcp_requests_total[{RI}]))', "{{server}}")], ""),
@@ -53,15 +55,19 @@ OVERVIEW = [
 OPERATIONS = [
     ("Replicas up", "stat", "none", [(f'sum by (server) (up{{job="mcp_server", {S}}})', "{{server}}")], ""),
     ("Tool calls per second by tool", "timeseries", "reqps",
-     [(f'sum by (server, tool) (rate(fleetops_mcp_requests_total{{{S}, rpc_method="tools/call"}}[{RI}]))', "{{server}} {{tool}}")], ""),
+     [(f'sum by (server, tool) (rate(fleetops_mcp_requests_total{{{S}, rpc_method="tools/call"}}[{RI}]))',
+       "{{server}} {{tool}}")], ""),
     ("Messages per second by method", "timeseries", "reqps",
      [(f'sum by (rpc_method) (rate(fleetops_mcp_requests_total{{{S}}}[{RI}]))', "{{rpc_method}}")], ""),
     ("p95 latency by tool", "timeseries", "s",
-     [(f'histogram_quantile(0.95, sum by (tool, le) (rate(fleetops_mcp_request_duration_seconds_bucket{{{S}, rpc_method="tools/call"}}[{RI}])))', "{{tool}}")], ""),
+     [((f'histogram_quantile(0.95, sum by (tool, le)'
+        f' (rate(fleetops_mcp_request_duration_seconds_bucket{{{S}, rpc_method="tools/call"}}[{RI}])))'), "{{tool}}")], ""),
     ("Errors per second by tool", "timeseries", "reqps",
-     [(f'sum by (tool, kind) (rate(fleetops_mcp_errors_total{{{S}}}[{RI}])) or sum by (tool) (rate(fleetops_mcp_requests_total{{{S}}}[{RI}])) * 0', "{{tool}} {{kind}}")], ""),
+     [((f'sum by (tool, kind) (rate(fleetops_mcp_errors_total{{{S}}}[{RI}]))'
+        f' or sum by (tool) (rate(fleetops_mcp_requests_total{{{S}}}[{RI}])) * 0'), "{{tool}} {{kind}}")], ""),
     ("Open sessions", "timeseries", "none",
-     [(f'sum by (instance) (fleetops_mcp_active_sessions{{{S}}})', "{{instance}}")], "Streamable HTTP sessions (2025-era protocol) per replica."),
+     [(f'sum by (instance) (fleetops_mcp_active_sessions{{{S}}})', "{{instance}}")],
+     "Streamable HTTP sessions (2025-era protocol) per replica."),
     ("Requests in flight", "timeseries", "none",
      [(f'sum by (instance) (fleetops_mcp_inflight_requests{{{S}}})', "{{instance}}")], ""),
     ("Container memory", "timeseries", "bytes",
@@ -72,7 +78,8 @@ OPERATIONS = [
 
 DEBUGGING = [
     ("Errors by kind", "timeseries", "reqps",
-     [(f'sum by (server, kind) (rate(fleetops_mcp_errors_total[{RI}])) or sum by (server) (rate(fleetops_mcp_requests_total[{RI}])) * 0', "{{server}} {{kind}}")],
+     [((f'sum by (server, kind) (rate(fleetops_mcp_errors_total[{RI}]))'
+        f' or sum by (server) (rate(fleetops_mcp_requests_total[{RI}])) * 0'), "{{server}} {{kind}}")],
      "tool_error, rpc_error, http_error, refused, unauthorized, aborted."),
     ("Scrape targets down", "timeseries", "none",
      [('count by (job) (up == 0) or count by (job) (up) * 0', "{{job}}")], "Targets Prometheus cannot scrape, by job."),
@@ -162,7 +169,7 @@ def dashboard(uid: str, title: str, panels, with_server: bool) -> dict:
         "refresh": "30s",
         "time": {"from": "now-6h", "to": "now"},
         "templating": {"list": templating},
-        "panels": [panel(i, at, *p) for i, (p, at) in enumerate(zip(panels, layout(panels)))],
+        "panels": [panel(i, at, *p) for i, (p, at) in enumerate(zip(panels, layout(panels), strict=True))],
     }
 
 

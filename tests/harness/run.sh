@@ -3,7 +3,7 @@
 #   tests/harness/run.sh                 every stage
 #   tests/harness/run.sh lint unit       only these stages
 #   SCENARIOS="mcp_servers" tests/harness/run.sh molecule
-# Stages: host venv images lint package unit molecule
+# Stages: host venv images lint sanity package unit molecule
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -50,17 +50,18 @@ stage() {
 s_host() { tests/harness/setup-host.sh; }
 s_venv() { tests/harness/venv.sh; }
 s_images() { FLEETOPS_APT_PROXY="http://127.0.0.1:${FLEETOPS_APT_PROXY_PORT}" tests/harness/build-base-images.sh; }
-s_lint() { yamllint --strict . && ansible-lint --offline; }
+s_lint() { ruff check && yamllint --strict . && ansible-lint --offline; }
+s_sanity() { tests/harness/sanity.sh; }
 s_package() { tests/harness/package-check.sh; }
 s_unit() { python -m pytest -q -p no:cacheprovider tests/unit; }
 s_molecule() { molecule test -s "$1"; }
 
 main() {
   local stages=("$@")
-  [ "${#stages[@]}" -gt 0 ] || stages=(host venv images lint package unit molecule)
+  [ "${#stages[@]}" -gt 0 ] || stages=(host venv images lint sanity package unit molecule)
   for s in "${stages[@]}"; do
     case "$s" in
-      host|venv|images|lint|package|unit) stage "$s" "s_$s" ;;
+      host|venv|images|lint|sanity|package|unit) stage "$s" "s_$s" ;;
       molecule)
         for sc in $SCENARIOS; do stage "molecule:$sc" s_molecule "$sc"; done ;;
       *) echo "unknown stage: $s" >&2; exit 2 ;;

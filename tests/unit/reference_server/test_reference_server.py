@@ -30,7 +30,8 @@ ENVELOPE = {
 }
 ALL_TOOLS = {"echo", "add", "whoami", "slow_count", "fail"}
 # The reference server's own DRAIN_LINGER.
-SERVER_SOURCE = pathlib.Path(__file__).resolve().parents[3] / "roles/mcp_server/files/reference_server/fleetops_reference_server.py"
+SERVER_SOURCE = (pathlib.Path(__file__).resolve().parents[3]
+                 / "roles/mcp_server/files/reference_server/fleetops_reference_server.py")
 DRAIN_LINGER = float(re.search(r"^DRAIN_LINGER = ([0-9.]+)$", SERVER_SOURCE.read_text(), re.M).group(1))
 
 

@@ -6,7 +6,6 @@ promtool; `make test` and `make unit` run that step).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,13 +27,14 @@ def promtool() -> str:
 
 def test_rules_are_valid():
     out = subprocess.run([promtool(), "check", "rules", *map(str, sorted(RULES.glob("*.yml")))],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("case", sorted((RULES / "tests").glob("*.yml")), ids=lambda p: p.name)
 def test_rule_unit_tests_pass(case):
-    out = subprocess.run([promtool(), "test", "rules", case.name], cwd=case.parent, capture_output=True, text=True)
+    out = subprocess.run([promtool(), "test", "rules", case.name], cwd=case.parent, capture_output=True, text=True,
+                         check=False)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

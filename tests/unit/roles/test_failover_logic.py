@@ -61,7 +61,8 @@ def test_no_failover_before_k_consecutive_failures():
 def test_fence_then_promote_then_route_in_that_order():
     actions = Fake([False, False, False])
     state, events = run(actions, 3)
-    assert [c for c in actions.calls if c[0] not in ("probe", "status")] == [("fence", "dh-1"), ("promote", "dh-2"), ("route", "dh-2")]
+    assert [c for c in actions.calls if c[0] not in ("probe", "status")] == [
+        ("fence", "dh-1"), ("promote", "dh-2"), ("route", "dh-2")]
     assert (state.active, state.standby, state.generation, state.failovers) == ("dh-2", "dh-1", 1, 1)
     assert [e["event"] for e in events][-3:] == ["failover_started", "fenced", "failover_done"]
 
@@ -258,7 +259,8 @@ def test_sync_pushes_only_from_the_running_host_and_always_unpauses(tmp_path):
     assert rsyncs[0][-2:] == [str(tmp_path / "volume") + "/", outbox]
     assert rsyncs[1][-2:] == [outbox, "10.0.0.12:memory/memory-data/"]
     assert rsyncs[2][-1] == "10.0.0.12:memory/" and "--ignore-times" in rsyncs[2]
-    pause, unpause = host.calls.index(["docker", "pause", "mcp-memory-1"]), host.calls.index(["docker", "unpause", "mcp-memory-1"])
+    pause = host.calls.index(["docker", "pause", "mcp-memory-1"])
+    unpause = host.calls.index(["docker", "unpause", "mcp-memory-1"])
     assert pause < host.calls.index(rsyncs[0]) < unpause < host.calls.index(rsyncs[1])
     failing = FakeHost(running=True, rsync_ok=False)
     assert ff.sync("memory", config, run=failing)["result"] == "failed"
@@ -314,7 +316,8 @@ def test_the_drill_times_detection_and_recovery_from_the_daemons_events(tmp_path
     result = ff.drill(config, "memory", "http://lb/mcp/memory", actions=fake, probe=probe, clock=clock, sleep=sleep)
     assert ("fence", "dh-1") in fake.calls
     assert result["result"] == "recovered" and result["failed_calls"] == 3
-    assert (result["detected_after_seconds"], result["switched_after_seconds"], result["recovered_after_seconds"]) == (3.0, 3.5, 4.0)
+    after = (result["detected_after_seconds"], result["switched_after_seconds"], result["recovered_after_seconds"])
+    assert after == (3.0, 3.5, 4.0)
     import pytest
 
     with pytest.raises(ff.Refused, match="not a failover server"):

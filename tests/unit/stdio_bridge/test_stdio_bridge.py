@@ -428,10 +428,10 @@ def test_an_oversized_body_is_refused_and_the_bridge_goes_on(start_bridge):
 
 
 def test_the_command_line_is_checked():
-    missing = subprocess.run([sys.executable, str(BRIDGE), "--port", "1"], capture_output=True, text=True)
+    missing = subprocess.run([sys.executable, str(BRIDGE), "--port", "1"], capture_output=True, text=True, check=False)
     assert missing.returncode == 2 and "stdio server command is missing" in missing.stderr
     bad = subprocess.run([sys.executable, str(BRIDGE), "--max-sessions", "0", "--", "true"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "--max-sessions" in bad.stderr
 
 

@@ -1,4 +1,7 @@
 #!/usr/bin/env python3
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """FleetOps reference MCP server.
 
 A small, production-shaped MCP server built on the official ``mcp`` Python SDK

@@ -1,4 +1,7 @@
 #!/usr/bin/env python3
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """fleetops-stdio-bridge: serve a stdio MCP server over Streamable HTTP.
 
 Python 3.9+ standard library only, one file, so it runs in any image that has
@@ -120,6 +123,17 @@ def rpc_error(rpc_id, code, message, data=None):
     return {"jsonrpc": "2.0", "id": rpc_id, "error": error}
 
 
+_background_tasks = set()
+
+
+def background(coro):
+    """Run ``coro`` as a task nobody awaits, referenced until it ends (the event loop keeps only weak ones)."""
+    task = asyncio.ensure_future(coro)
+    _background_tasks.add(task)
+    task.add_done_callback(_background_tasks.discard)
+    return task
+
+
 class BridgeError(Exception):
     """A request the bridge answers itself: HTTP status plus a JSON-RPC error."""
 
@@ -173,8 +187,8 @@ class Child:
             limit=CHILD_LINE_LIMIT, start_new_session=True)
         self.bridge.children_started += 1
         log("info", "child_started", child=self.label, pid=self.proc.pid)
-        asyncio.ensure_future(self._read_stdout())
-        asyncio.ensure_future(self._read_stderr())
+        background(self._read_stdout())
+        background(self._read_stderr())
 
     def _in_flight(self):
         return [p.client_id for p in self.pending.values()]
@@ -232,7 +246,7 @@ class Child:
         self.closed.set()
         log("warning" if not self.bridge.stopping else "info", "child_exited", child=self.label,
             pid=self.proc.pid, code=self.exit_code, failed_requests=len(self.pending))
-        for bid, pending in list(self.pending.items()):
+        for pending in list(self.pending.values()):
             pending.queue.put_nowait(("reply", rpc_error(
                 pending.client_id, INTERNAL_ERROR, "MCP server process exited (code %s)" % self.exit_code)))
         self.pending.clear()
@@ -472,7 +486,7 @@ class SharedChild:
             await asyncio.sleep(delay)
             if not self.bridge.stopping and not self.starting and not self.ready:
                 self._starting = asyncio.ensure_future(self._start())
-        asyncio.ensure_future(later())
+        background(later())
 
     async def probe(self, timeout):
         """Prove the child answers MCP."""
@@ -521,10 +535,10 @@ async def read_request(reader, writer, max_body):
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
         if exc.partial.strip():
-            raise HTTPError(400, "incomplete request head")
+            raise HTTPError(400, "incomplete request head") from None
         return None
     except asyncio.LimitOverrunError:
-        raise HTTPError(431, "request head over %d bytes" % MAX_HEADER_BYTES)
+        raise HTTPError(431, "request head over %d bytes" % MAX_HEADER_BYTES) from None
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -559,7 +573,7 @@ async def read_request(reader, writer, max_body):
             try:
                 n = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
-                raise HTTPError(400, "bad chunk size")
+                raise HTTPError(400, "bad chunk size") from None
             if n == 0:
                 while (await reader.readuntil(b"\r\n")) != b"\r\n":
                     pass
@@ -709,7 +723,7 @@ class Bridge:
         try:
             message = json.loads(req.body)
         except (ValueError, RecursionError):
-            raise BridgeError(400, PARSE_ERROR, "Parse error")
+            raise BridgeError(400, PARSE_ERROR, "Parse error") from None
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             raise BridgeError(400, INVALID_REQUEST, "Body must be one JSON-RPC 2.0 object (batches are not accepted)")
         rpc_id = message.get("id")
@@ -829,7 +843,7 @@ class Bridge:
         except (OSError, asyncio.TimeoutError) as exc:
             await child.stop(grace=1.0)
             self.sessions.pop(sid, None)
-            raise BridgeError(503, SERVER_UNAVAILABLE, "MCP server process did not start: %s" % (exc or "timeout"))
+            raise BridgeError(503, SERVER_UNAVAILABLE, "MCP server process did not start: %s" % (exc or "timeout")) from exc
         finally:
             session.busy -= 1
         if "result" not in reply or resp.client_gone():
@@ -971,7 +985,7 @@ class Bridge:
                 if session.busy == 0 and now - session.last_used > self.args.session_timeout:
                     self.sessions.pop(sid, None)
                     log("info", "session_closed", session=sid[:8], reason="idle", sessions=len(self.sessions))
-                    asyncio.ensure_future(session.child.stop())
+                    background(session.child.stop())
 
     async def connection(self, reader, writer):
         task = asyncio.current_task()
@@ -1039,7 +1053,7 @@ class Bridge:
                                             limit=MAX_HEADER_BYTES, reuse_address=True)
         log("info", "listening", host=self.args.host, port=self.args.port, path=self.args.path,
             mode="stateless" if self.stateless else "sessioned", command=self.command[0], version=__version__)
-        asyncio.ensure_future(self.modern.get()).add_done_callback(lambda f: f.exception())
+        background(self.modern.get()).add_done_callback(lambda f: f.exception())
         reaper = asyncio.ensure_future(self.reap())
         await stop.wait()
         self.stopping = True

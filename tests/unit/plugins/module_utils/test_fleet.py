@@ -53,10 +53,12 @@ def test_hosts_restrict_where_a_server_runs():
     ("servers", "expected"),
     [
         (with_change(1, name="reference"), "mcp server 'reference': name is declared twice (entries 1 and 2)"),
-        (with_change(1, host_port=18081), "mcp server 'time': host_port 18081-18081 overlaps mcp server 'reference' (18080-18081)"),
+        (with_change(1, host_port=18081),
+         "mcp server 'time': host_port 18081-18081 overlaps mcp server 'reference' (18080-18081)"),
         (with_change(0, resources={"memory": "lots"}), "mcp server 'reference': resources.memory 'lots' is not a size"),
         (with_change(0, transport="grpc"), "mcp server 'reference': transport 'grpc' is not one of streamable-http, sse, stdio"),
-        (with_change(0, image="fleetops/mcp-reference"), "mcp server 'reference': image 'fleetops/mcp-reference' has no tag or digest"),
+        (with_change(0, image="fleetops/mcp-reference"),
+         "mcp server 'reference': image 'fleetops/mcp-reference' has no tag or digest"),
         (with_change(0, image="Not An Image:1"), "mcp server 'reference': image 'Not An Image:1' is not a valid image reference"),
         (with_change(0, port=70000), "mcp server 'reference': port 70000 must be a whole number from 1 to 65535"),
         (with_change(0, host_port="x"), "mcp server 'reference': host_port 'x' must be a whole number"),
@@ -69,7 +71,8 @@ def test_hosts_restrict_where_a_server_runs():
         (with_change(0, image_source="ftp"), "mcp server 'reference': image_source 'ftp' is not one of"),
         (with_change(0, env={"BAD-NAME": "1"}), "mcp server 'reference': env name 'BAD-NAME' is not a valid variable name"),
         (with_change(0, secrets=["../etc/passwd"]), "mcp server 'reference': secret name '../etc/passwd'"),
-        (with_change(0, volumes=[{"source": "data", "target": "relative"}]), "volumes[0].target 'relative' must be an absolute path"),
+        (with_change(0, volumes=[{"source": "data", "target": "relative"}]),
+         "volumes[0].target 'relative' must be an absolute path"),
         (with_change(0, volumes=[{"target": "/data"}]), "mcp server 'reference': volumes[0] needs source and target"),
         (with_change(0, healthcheck={"interval": "often"}), "healthcheck.interval 'often' is not a duration"),
         (with_change(0, resources={"cpus": "fast"}), "resources.cpus 'fast' must be a number above 0"),
@@ -116,7 +119,8 @@ def test_failover_places_the_server_on_its_two_hosts():
     assert ref["hosts"] == ["dh-1", "dh-2"]
     assert ref["failover"] == FAILOVER
     assert [s["name"] for s in _fleet.normalize(servers, "dh-3")] == ["time"]
-    assert _fleet.normalize(with_change(0, replicas=1, failover={"primary": "a", "standby": "b"}))[0]["failover"]["sync_interval"] == 60
+    paired = _fleet.normalize(with_change(0, replicas=1, failover={"primary": "a", "standby": "b"}))
+    assert paired[0]["failover"]["sync_interval"] == 60
     routes = _fleet.lb_routes(servers, [{"host": "dh-1", "address": "10.0.0.1"}, {"host": "dh-2", "address": "10.0.0.2"},
                                          {"host": "dh-3", "address": "10.0.0.3"}])
     assert [m["host"] for m in routes[0]["members"]] == ["dh-1", "dh-2"]
@@ -134,7 +138,8 @@ def test_failover_hosts_must_be_backends():
     [
         ({"failover": "dh-1"}, "failover must be a mapping of primary, standby and sync_interval"),
         ({"failover": {"primary": "dh-1"}}, "failover.standby is required"),
-        ({"failover": {"primary": "dh-1", "standby": "dh-1"}}, "failover.primary and failover.standby must be two different hosts"),
+        ({"failover": {"primary": "dh-1", "standby": "dh-1"}},
+         "failover.primary and failover.standby must be two different hosts"),
         ({"failover": dict(FAILOVER, sync_interval=1)}, "failover.sync_interval 1 must be whole seconds from 5 to 86400"),
         ({"failover": dict(FAILOVER, witness="x")}, "failover.witness is not a known field"),
         ({"failover": dict(FAILOVER), "replicas": 2}, "replicas must be 1 with failover"),

@@ -122,8 +122,10 @@ def test_vault_warnings_are_collected(vault_double):
     client, _ = connect(url=vault_double.url, token=vault_double.root_token)
     client.write("auth/approle/role/r1", {"token_ttl": 60, "no_such_field": 1}, action="writing AppRole 'r1'")
     assert client.warnings == [
-        "Vault warning for writing AppRole 'r1' at Vault path 'auth/approle/role/r1': "
-        "Endpoint ignored these unrecognized parameters: ['no_such_field']"
+        (
+            "Vault warning for writing AppRole 'r1' at Vault path 'auth/approle/role/r1': "
+            "Endpoint ignored these unrecognized parameters: ['no_such_field']"
+        )
     ]
 
 
