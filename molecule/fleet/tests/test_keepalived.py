@@ -13,6 +13,8 @@ from lbha import LBS, VIP, client, lb_host, session, vip_holders, whoami
 SAMPLES = "/run/fleetops-vip-samples"
 SAMPLER = "/run/fleetops-vip-sampler.sh"
 UNIT = "fleetops-vip-sampler"
+# Longest time two holders are accepted for: well under one advert interval (1 s).
+HANDOVER_BOUND_S = 0.3
 # Every ~20 ms: a timestamp and whether this host holds the VIP.
 SAMPLER_SCRIPT = f"""#!/bin/bash
 while :; do
@@ -45,13 +47,21 @@ def start_samplers():
 
 
 def held_intervals(lb: str) -> list[tuple[float, float]]:
-    """Intervals in which ``lb`` surely held the VIP (between consecutive holding samples)."""
+    """Intervals in which ``lb`` surely held the VIP (from the first to the last of each run of holding samples)."""
     host = lb_host(lb)
     host.run(f"systemctl stop {UNIT}")
     samples = [line.split() for line in host.run(f"cat {SAMPLES}").stdout.splitlines() if len(line.split()) == 2]
     assert len(samples) > 50, f"too few samples on {lb}"
     points = [(float(t), s == "1") for t, s in samples]
-    return [(a[0], b[0]) for a, b in zip(points, points[1:]) if a[1] and b[1]]
+    runs: list[tuple[float, float]] = []
+    for a, b in zip(points, points[1:], strict=False):
+        if not (a[1] and b[1]):
+            continue
+        if runs and runs[-1][1] == a[0]:
+            runs[-1] = (runs[-1][0], b[0])  # one run of holding samples: one interval
+        else:
+            runs.append((a[0], b[0]))
+    return runs
 
 
 def overlap(first, second) -> list:
@@ -62,7 +72,7 @@ def test_exactly_one_load_balancer_holds_the_vip():
     assert vip_holders() == ["lb-1"]  # priority 150 over 100
 
 
-def test_stopping_nginx_on_the_master_moves_the_vip_within_3_s_and_never_to_two_holders():
+def test_stopping_nginx_on_the_master_moves_the_vip_within_3_s_and_never_to_two_masters():
     wait_for_holder("lb-1")
     start_samplers()
     c = session()
@@ -93,7 +103,13 @@ def test_stopping_nginx_on_the_master_moves_the_vip_within_3_s_and_never_to_two_
     wait_for_holder("lb-1", deadline_s=15)
     time.sleep(1)
     both = overlap(held_intervals("lb-1"), held_intervals("lb-2"))
-    assert not both, f"both load balancers held the VIP at once: {both[:3]}"
+    # VRRP hands back by design with one instant of two holders: the preempting node takes the
+    # address and advertises, and the old master drops it when that advert arrives (RFC 5798
+    # 6.4.3). That instant is one packet's trip (tens of ms here). Two masters that do not hear
+    # each other (a split brain) both keep the VIP for advert intervals on end.
+    longest = max((min(a[1], b[1]) - max(a[0], b[0]) for a, b in both), default=0.0)
+    print(f"VIP handback: two holders for {longest * 1000:.0f} ms at most ({len(both)} overlaps)")
+    assert longest < HANDOVER_BOUND_S, f"both load balancers held the VIP at once: {both[:3]}"
     assert whoami(c) == backend
 
 
