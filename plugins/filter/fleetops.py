@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.fleetops.mcp.plugins.module_utils import _backup, _failover, _fleet, _lb_clients
+from ansible_collections.fleetops.mcp.plugins.module_utils import _backup, _failover, _fleet, _lb_clients, _plan
 
 
 def changed_keys(old, new):
@@ -93,11 +93,11 @@ def mcp_scrape_targets(servers, backends):
         raise AnsibleFilterError("cannot list the MCP servers' scrape targets: %s" % exc) from exc
 
 
-def mcp_backup_items(servers, host, groups, extra_paths=None, prometheus_url=None, prometheus_data_dir=None,
+def mcp_backup_items(servers, host, kinds, extra_paths=None, prometheus_url=None, prometheus_data_dir=None,
                      docker_data_root=None):
-    """What ``host`` backs up: configuration by its groups, its servers' writable volumes, a TSDB snapshot."""
+    """What ``host`` backs up: configuration by its kinds, its servers' writable volumes, a TSDB snapshot."""
     try:
-        return _backup.items(servers, host, groups, extra_paths, prometheus_url, prometheus_data_dir,
+        return _backup.items(servers, host, kinds, extra_paths, prometheus_url, prometheus_data_dir,
                              docker_data_root)
     except ValueError as exc:
         raise AnsibleFilterError("cannot list the backup items of %s: %s" % (host, exc)) from exc
@@ -165,6 +165,19 @@ def mcp_lb_clients(clients, rate_per_minute=50, burst=10, max_connections=20):
         raise AnsibleFilterError("invalid load balancer clients: %s" % exc) from exc
 
 
+def fleet_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen):
+    """The fleet plan of one host (see module_utils/_plan.py): the slices the roles read."""
+    try:
+        return _plan.compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen)
+    except ValueError as exc:
+        raise AnsibleFilterError("cannot compile the fleet plan of %s: %s" % (host, exc)) from exc
+
+
+def fleet_plan_errors(groups, textfile_dir, status_listen):
+    """Problems in the fleet plan's settings, each naming its variable."""
+    return _plan.errors(groups, textfile_dir, status_listen)
+
+
 class FilterModule:
     """fleetops.mcp filters."""
 
@@ -173,6 +186,8 @@ class FilterModule:
             "changed_keys": changed_keys,
             "docker_ulimits": docker_ulimits,
             "docker_volume_spec": docker_volume_spec,
+            "fleet_plan": fleet_plan,
+            "fleet_plan_errors": fleet_plan_errors,
             "mcp_fleet": mcp_fleet,
             "mcp_fleet_errors": mcp_fleet_errors,
             "mcp_host_ports": mcp_host_ports,

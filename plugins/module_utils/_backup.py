@@ -18,9 +18,10 @@ from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet
 
 # Docker's default data root; a host's own comes from its daemon (DockerRootDir).
 DOCKER_DATA_ROOT = "/var/lib/docker"
-# Configuration each kind of host carries, by inventory group.
+# Configuration each kind of host carries, by the fleet plan's kind (see
+# _plan.KINDS; the inventory group of each kind may have another name).
 # What a restored item needs: services reloaded (configuration) or restarted.
-GROUP_PATHS = {
+KIND_PATHS = {
     # /etc/fleetops/mcp-servers.json: the record of the MCP servers the host runs (mcp_server role).
     "docker_hosts": ("docker-host-config", ["/etc/docker/daemon.json", "/etc/nftables.d", "/etc/fleetops/mcp-servers.json"],
                      {"reload": ["docker"], "restart": ["nftables"]}),
@@ -69,18 +70,18 @@ def volume_items(servers, host, data_root=None):
     return items
 
 
-def items(servers, host, groups, extra_paths=None, prometheus_url=None, prometheus_data_dir=None,
+def items(servers, host, kinds, extra_paths=None, prometheus_url=None, prometheus_data_dir=None,
           docker_data_root=None):
-    """Every item ``host`` backs up, in a stable order."""
+    """Every item ``host`` backs up, in a stable order; ``kinds`` are the plan's kinds of the host."""
     out = []
-    for group, (name, paths, services) in GROUP_PATHS.items():
-        if group in groups:
+    for kind, (name, paths, services) in KIND_PATHS.items():
+        if kind in kinds:
             out.append({"name": name, "paths": list(paths), "optional": True, "restart": dict(services)})
     if extra_paths:
         out.append({"name": "extra", "paths": list(extra_paths)})
-    if "docker_hosts" in groups:
+    if "docker_hosts" in kinds:
         out += volume_items(servers, host, docker_data_root)
-    if "monitors" in groups and prometheus_url:
+    if "monitors" in kinds and prometheus_url:
         out.append({"name": "prometheus-tsdb", "prometheus_snapshot": prometheus_url,
                     "prometheus_data_dir": prometheus_data_dir or "/var/lib/prometheus/metrics2",
                     "restart": {"stop": ["prometheus"]}})

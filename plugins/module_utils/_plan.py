@@ -1,0 +1,104 @@
+# Copyright: fleetops.mcp contributors
+# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
+"""The fleet plan: the one place the inventory's groups and shared settings are read.
+
+The fleet_plan role compiles it on every host (as a dependency of the roles
+that need it) and sets it as the fact ``fleetops_plan``. The other roles read
+their slice of it instead of each other's variables, paths and group names:
+
+- ``groups``: the inventory group of each kind of host (``docker_hosts``,
+  ``load_balancers``, ``monitors``, ``backup_hosts``, ``vault_servers``);
+- ``kinds`` and ``members``: the kinds this host is, and the hosts of each;
+- ``textfile_dir``: node_exporter's textfile collector directory, which the
+  roles that publish metrics write to and monitoring_agent reads;
+- ``status``: where nginx serves its local health and status pages
+  (``listen``, and ``url`` for the checks that read them);
+- ``vip``: the load balancers' virtual IP without its prefix length (from
+  their ``keepalived_virtual_ipaddress``), or empty;
+- ``prometheus``: this host's Prometheus as the backup role reaches it:
+  ``snapshot``, whether its admin API allows TSDB snapshots (a monitor with
+  ``monitoring_prometheus_admin_api``), and ``url`` (from
+  ``monitoring_prometheus_listen_address`` and ``monitoring_prometheus_port``).
+"""
+
+from __future__ import annotations
+
+import re
+
+# The kinds of hosts a fleet has, each an inventory group (renamable).
+KINDS = ("docker_hosts", "load_balancers", "monitors", "backup_hosts", "vault_servers")
+GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LISTEN = re.compile(r"^(?P<host>[0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):(?P<port>[0-9]{1,5})$")
+
+
+def errors(groups, textfile_dir, status_listen):
+    """Problems in the plan's settings, each naming its variable."""
+    out = []
+    if not isinstance(groups, dict):
+        return ["fleet_plan_groups must be a mapping of host kinds to inventory group names"]
+    unknown = sorted(set(groups) - set(KINDS))
+    if unknown:
+        out.append("fleet_plan_groups has unknown kinds %s; the kinds are %s" % (", ".join(map(str, unknown)),
+                                                                                  ", ".join(KINDS)))
+    for kind in KINDS:
+        name = groups.get(kind)
+        if not isinstance(name, str) or not GROUP_NAME.match(name):
+            out.append("fleet_plan_groups.%s must be an inventory group name (letters, digits, _); got %r"
+                       % (kind, name))
+    names = [groups.get(kind) for kind in KINDS if isinstance(groups.get(kind), str)]
+    shared = sorted({n for n in names if names.count(n) > 1})
+    if shared:
+        out.append("fleet_plan_groups gives two kinds the same group: %s" % ", ".join(shared))
+    if not isinstance(textfile_dir, str) or not textfile_dir.startswith("/") or textfile_dir.rstrip("/") == "":
+        out.append("fleet_plan_textfile_dir must be an absolute directory path; got %r" % (textfile_dir,))
+    match = LISTEN.match(status_listen) if isinstance(status_listen, str) else None
+    if not match or not 1 <= int(match.group("port")) <= 65535:
+        out.append("fleet_plan_status_listen must be address:port with a port 1-65535 "
+                   "(for example 127.0.0.1:8081); got %r" % (status_listen,))
+    return out
+
+
+def _truthy(value):
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _local(address):
+    """Where this host reaches a service listening on ``address``."""
+    address = str(address or "").strip()
+    return "127.0.0.1" if address in ("", "0.0.0.0", "::", "[::]") else address
+
+
+def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen):
+    """The plan of ``host``, from the inventory (``groups``, ``hostvars``) and the plan's settings."""
+    problems = errors(groups, textfile_dir, status_listen)
+    if problems:
+        raise ValueError("; ".join(problems))
+    inventory_groups = inventory_groups or {}
+    members = {kind: sorted(inventory_groups.get(groups[kind]) or []) for kind in KINDS}
+    vips = []
+    for lb in members["load_balancers"]:
+        vip = str((hostvars.get(lb) or {}).get("keepalived_virtual_ipaddress") or "").split("/")[0].strip()
+        if vip and vip not in vips:
+            vips.append(vip)
+    if len(vips) > 1:
+        raise ValueError("the load balancers of group %s name different virtual IPs (keepalived_virtual_ipaddress): %s"
+                         % (groups["load_balancers"], ", ".join(vips)))
+    kinds = [kind for kind in KINDS if host in members[kind]]
+    own = hostvars.get(host) or {}
+    return {
+        "host": host,
+        "groups": {kind: groups[kind] for kind in KINDS},
+        "kinds": kinds,
+        "members": members,
+        "textfile_dir": textfile_dir.rstrip("/"),
+        "status": {"listen": status_listen, "url": "http://%s" % status_listen},
+        "vip": vips[0] if vips else "",
+        "prometheus": {
+            "snapshot": "monitors" in kinds and _truthy(own.get("monitoring_prometheus_admin_api", False)),
+            "url": "http://%s:%s" % (_local(own.get("monitoring_prometheus_listen_address", "0.0.0.0")),
+                                     own.get("monitoring_prometheus_port", 9090)),
+        },
+    }

@@ -1,0 +1,152 @@
+"""The fleet plan: one place for group names and shared settings; renamed groups plan the same fleet."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import yaml
+
+from ansible_collections.fleetops.mcp.plugins.filter import fleetops as filters
+from ansible_collections.fleetops.mcp.plugins.module_utils import _backup, _fleet, _plan
+
+ROOT = pathlib.Path(__file__).resolve().parents[4]
+DEFAULT_GROUPS = {kind: kind for kind in _plan.KINDS}
+RENAMED = {"docker_hosts": "mcp_nodes", "load_balancers": "edge", "monitors": "observers",
+           "backup_hosts": "archive", "vault_servers": "vaults"}
+SERVERS = [
+    {"name": "reference", "image": "r:1", "host_port": 18080, "replicas": 2},
+    {"name": "notes", "image": "n:1", "host_port": 18200, "hosts": ["dh-1"],
+     "volumes": [{"source": "notes-data", "target": "/data", "writable": True}]},
+    {"name": "time-tools", "image": "t:1", "host_port": 18100, "transport": "stdio",
+     "stdio_command": ["mcp-server-time"], "stateless": True, "hosts": ["dh-2"]},
+]
+HOSTVARS = {
+    "dh-1": {"fleetops_address": "10.0.0.11"},
+    "dh-2": {"fleetops_address": "10.0.0.12"},
+    "lb-1": {"fleetops_address": "10.0.0.21", "keepalived_virtual_ipaddress": "10.0.0.100/24"},
+    "lb-2": {"fleetops_address": "10.0.0.22", "keepalived_virtual_ipaddress": "10.0.0.100/24"},
+    "mon-1": {"fleetops_address": "10.0.0.31", "monitoring_prometheus_admin_api": True},
+    "bk-1": {"fleetops_address": "10.0.0.41"},
+}
+MEMBERS = {"docker_hosts": ["dh-1", "dh-2"], "load_balancers": ["lb-1", "lb-2"], "monitors": ["mon-1"],
+           "backup_hosts": ["bk-1"], "vault_servers": []}
+
+
+def inventory(names):
+    groups = {names[kind]: hosts for kind, hosts in MEMBERS.items()}
+    groups["all"] = sorted(HOSTVARS)
+    return groups
+
+
+def plan(host, names=DEFAULT_GROUPS, hostvars=HOSTVARS, textfile="/var/lib/prometheus/node-exporter",
+         listen="127.0.0.1:8081"):
+    return _plan.compile_plan(host, inventory(names), hostvars, names, textfile, listen)
+
+
+def fleet(names):
+    """What the roles derive from the plan: routes, scrape targets, backup items, VRRP peers."""
+    groups = inventory(names)
+    out = {}
+    for host in HOSTVARS:
+        p = plan(host, names)
+        backends = filters.mcp_lb_backends(groups[p["groups"]["docker_hosts"]], HOSTVARS)
+        out[host] = {
+            "kinds": p["kinds"],
+            "routes": _fleet.lb_routes(SERVERS, backends),
+            "targets": _fleet.scrape_targets(SERVERS, backends),
+            "backup": _backup.items(SERVERS, host, p["kinds"], prometheus_url=p["prometheus"]["url"]
+                                    if p["prometheus"]["snapshot"] else None),
+            "peers": sorted(set(groups[p["groups"]["load_balancers"]]) - {host}),
+            "controller": p["members"]["monitors"][0],
+            "vip": p["vip"],
+        }
+    return out
+
+
+def test_renamed_groups_plan_the_same_routes_targets_backups_and_peers():
+    default, renamed = fleet(DEFAULT_GROUPS), fleet(RENAMED)
+    assert renamed == default
+    assert default["lb-1"]["peers"] == ["lb-2"] and default["dh-1"]["kinds"] == ["docker_hosts"]
+    assert [i["name"] for i in default["dh-1"]["backup"]] == ["docker-host-config", "volume-notes-notes-data"]
+    assert default["mon-1"]["backup"][-1]["prometheus_snapshot"] == "http://127.0.0.1:9090"
+    assert plan("dh-1", RENAMED)["groups"]["docker_hosts"] == "mcp_nodes"
+
+
+def test_the_roles_group_variables_default_to_the_plans_group_names():
+    from ansible.template import Templar, trust_as_template
+
+    wanted = {
+        ("nginx_lb", "nginx_lb_backend_group"): "mcp_nodes",
+        ("keepalived", "keepalived_peer_group"): "edge",
+        ("monitoring", "monitoring_docker_host_group"): "mcp_nodes",
+        ("monitoring", "monitoring_load_balancer_group"): "edge",
+        ("mcp_failover", "mcp_failover_docker_group"): "mcp_nodes",
+        ("mcp_failover", "mcp_failover_lb_group"): "edge",
+        ("mcp_failover", "mcp_failover_controller"): "mon-1",
+        ("vault_server", "vault_server_group"): "vaults",
+        ("monitoring_agent", "monitoring_agent_textfile_dir"): "/srv/textfiles",
+        ("monitoring_agent", "monitoring_agent_nginx_stub_status_url"): "http://127.0.0.1:9181/stub_status",
+        ("keepalived", "keepalived_check_url"): "http://127.0.0.1:9181/healthz",
+        ("nginx_lb", "nginx_lb_status_listen"): "127.0.0.1:9181",
+        ("backup", "backup_prometheus_url"): "http://127.0.0.1:9090",
+        ("grafana", "grafana_prometheus_url"): "http://127.0.0.1:9090",
+    }
+    fleetops_plan = plan("mon-1", RENAMED, textfile="/srv/textfiles/", listen="127.0.0.1:9181")
+    for (role, name), value in wanted.items():
+        defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
+        templar = Templar(variables={"fleetops_plan": fleetops_plan})
+        assert str(templar.template(trust_as_template(defaults[name]))) == value, f"{role}: {name}"
+    assert fleetops_plan["prometheus"]["snapshot"] is True
+
+
+def test_only_monitors_with_the_admin_api_take_snapshots_and_the_url_follows_the_listen_address():
+    hostvars = dict(HOSTVARS, **{"mon-1": {"monitoring_prometheus_admin_api": "false"},
+                                 "lb-1": dict(HOSTVARS["lb-1"], monitoring_prometheus_admin_api=True)})
+    assert plan("mon-1", hostvars=hostvars)["prometheus"]["snapshot"] is False
+    assert plan("lb-1", hostvars=hostvars)["prometheus"]["snapshot"] is False  # not a monitor
+    hostvars["mon-1"] = {"monitoring_prometheus_admin_api": "yes", "monitoring_prometheus_listen_address": "10.0.0.31",
+                         "monitoring_prometheus_port": 9999}
+    assert plan("mon-1", hostvars=hostvars)["prometheus"] == {"snapshot": True, "url": "http://10.0.0.31:9999"}
+
+
+def test_the_vip_loses_its_prefix_and_two_different_vips_are_refused():
+    assert plan("mon-1")["vip"] == "10.0.0.100"
+    assert plan("mon-1", hostvars=dict(HOSTVARS, **{"lb-1": {}, "lb-2": {}}))["vip"] == ""
+    split = dict(HOSTVARS, **{"lb-2": {"keepalived_virtual_ipaddress": "10.0.0.101/24"}})
+    with pytest.raises(ValueError, match=r"keepalived_virtual_ipaddress\): 10.0.0.100, 10.0.0.101"):
+        plan("mon-1", hostvars=split)
+
+
+def test_a_host_in_no_fleet_group_has_no_kinds_and_missing_groups_have_no_members():
+    assert plan("elsewhere")["kinds"] == []
+    p = _plan.compile_plan("dh-1", {"docker_hosts": ["dh-1"]}, HOSTVARS, DEFAULT_GROUPS, "/t", "127.0.0.1:1")
+    assert p["members"]["load_balancers"] == [] and p["kinds"] == ["docker_hosts"] and p["vip"] == ""
+
+
+@pytest.mark.parametrize(("groups", "textfile", "listen", "message"), [
+    (dict(DEFAULT_GROUPS, edge="edge"), "/t", "127.0.0.1:8081", "fleet_plan_groups has unknown kinds edge"),
+    (dict(DEFAULT_GROUPS, monitors="obs-1"), "/t", "127.0.0.1:8081",
+     "fleet_plan_groups.monitors must be an inventory group name (letters, digits, _); got 'obs-1'"),
+    ({k: v for k, v in DEFAULT_GROUPS.items() if k != "backup_hosts"}, "/t", "127.0.0.1:8081",
+     "fleet_plan_groups.backup_hosts must be an inventory group name"),
+    (dict(DEFAULT_GROUPS, monitors="docker_hosts"), "/t", "127.0.0.1:8081",
+     "fleet_plan_groups gives two kinds the same group: docker_hosts"),
+    (["docker_hosts"], "/t", "127.0.0.1:8081", "fleet_plan_groups must be a mapping"),
+    (DEFAULT_GROUPS, "var/lib/textfiles", "127.0.0.1:8081",
+     "fleet_plan_textfile_dir must be an absolute directory path; got 'var/lib/textfiles'"),
+    (DEFAULT_GROUPS, "/", "127.0.0.1:8081", "fleet_plan_textfile_dir must be an absolute directory path"),
+    (DEFAULT_GROUPS, "/t", "127.0.0.1:99999", "fleet_plan_status_listen must be address:port with a port 1-65535"),
+    (DEFAULT_GROUPS, "/t", "localhost", "fleet_plan_status_listen must be address:port"),
+])
+def test_bad_settings_are_refused_naming_the_variable(groups, textfile, listen, message):
+    assert any(message in e for e in _plan.errors(groups, textfile, listen)), _plan.errors(groups, textfile, listen)
+    with pytest.raises(ValueError, match="fleet_plan_"):
+        _plan.compile_plan("dh-1", inventory(DEFAULT_GROUPS), HOSTVARS, groups, textfile, listen)
+
+
+def test_the_default_settings_are_valid_and_match_the_role_defaults():
+    defaults = yaml.safe_load((ROOT / "roles" / "fleet_plan" / "defaults" / "main.yml").read_text())
+    assert defaults["fleet_plan_groups"] == DEFAULT_GROUPS
+    assert _plan.errors(defaults["fleet_plan_groups"], defaults["fleet_plan_textfile_dir"],
+                        defaults["fleet_plan_status_listen"]) == []
