@@ -85,6 +85,22 @@ def mcp_lb_routes(servers, backends):
         raise AnsibleFilterError("cannot route the MCP servers: %s" % exc) from exc
 
 
+def mcp_gateway_routes(servers, backends):
+    """The routes the load balancers serve (every server but legacy sse ones)."""
+    try:
+        return _fleet.gateway_routes(servers, backends)
+    except ValueError as exc:
+        raise AnsibleFilterError("cannot work out the load balancer routes: %s" % exc) from exc
+
+
+def mcp_probe_targets(servers, backends, base_url):
+    """``[{server, url}]``: the URL through the gateway of each server the MCP probes request."""
+    try:
+        return _fleet.probe_targets(servers, backends, base_url)
+    except ValueError as exc:
+        raise AnsibleFilterError("cannot work out the MCP probe targets: %s" % exc) from exc
+
+
 def mcp_scrape_targets(servers, backends):
     """Prometheus targets for the MCP servers' /metrics, one per replica per Docker host."""
     try:
@@ -189,6 +205,8 @@ class FilterModule:
             "fleet_plan": fleet_plan,
             "fleet_plan_errors": fleet_plan_errors,
             "mcp_fleet": mcp_fleet,
+            "mcp_gateway_routes": mcp_gateway_routes,
+            "mcp_probe_targets": mcp_probe_targets,
             "mcp_fleet_errors": mcp_fleet_errors,
             "mcp_host_ports": mcp_host_ports,
             "mcp_lb_backends": mcp_lb_backends,

@@ -427,6 +427,17 @@ def lb_routes(servers, backends):
     return routes
 
 
+def gateway_routes(servers, backends):
+    """The routes the load balancers serve: every server but the legacy ``sse`` ones, which they do not proxy."""
+    return [route for route in lb_routes(servers, backends) if route["transport"] != "sse"]
+
+
+def probe_targets(servers, backends, base_url):
+    """What the MCP probes request: ``{server, url}`` for each route the gateway serves, at ``base_url``."""
+    base = str(base_url or "").rstrip("/")
+    return [{"server": route["name"], "url": base + route["public_path"]} for route in gateway_routes(servers, backends)]
+
+
 def scrape_targets(servers, backends):
     """Prometheus targets for the MCP servers' own metrics endpoints.
 

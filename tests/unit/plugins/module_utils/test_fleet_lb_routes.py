@@ -60,3 +60,14 @@ def test_adding_a_backend_keeps_existing_tags():
 def test_bad_inputs_are_named(servers, backends, message):
     with pytest.raises(ValueError, match=message.replace("{", r"\{").replace("}", r"\}")):
         _fleet.lb_routes(servers, backends)
+
+
+def test_the_gateway_serves_every_server_but_legacy_sse_ones_and_probes_each_at_its_public_path():
+    servers = SERVERS + [{"name": "legacy", "image": "l:1", "host_port": 18400, "transport": "sse"}]
+    assert [r["name"] for r in _fleet.lb_routes(servers, BACKENDS)] == ["reference", "time-tools", "legacy"]
+    assert [r["name"] for r in _fleet.gateway_routes(servers, BACKENDS)] == ["reference", "time-tools"]
+    assert _fleet.probe_targets(servers, BACKENDS, "https://10.0.0.100/") == [
+        {"server": "reference", "url": "https://10.0.0.100/mcp/reference"},
+        {"server": "time-tools", "url": "https://10.0.0.100/mcp/time-tools"}]
+    with pytest.raises(ValueError, match="no Docker host in the backends runs it"):
+        _fleet.probe_targets(servers, [{"host": "dh-9", "address": "10.0.0.19"}], "https://x")
