@@ -14,6 +14,9 @@ their slice of it instead of each other's variables, paths and group names:
   roles that publish metrics write to and monitoring_agent reads;
 - ``status``: where nginx serves its local health and status pages
   (``listen``, and ``url`` for the checks that read them);
+- ``secrets_dir``: where the MCP servers' secret files are on the Docker
+  hosts (``<dir>/<server>/<secret>``): vault_secrets writes them, mcp_server
+  mounts them;
 - ``vip``: the load balancers' virtual IP without its prefix length (from
   their ``keepalived_virtual_ipaddress``), or empty;
 - ``prometheus``: this host's Prometheus as the backup role reaches it:
@@ -32,7 +35,7 @@ GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LISTEN = re.compile(r"^(?P<host>[0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):(?P<port>[0-9]{1,5})$")
 
 
-def errors(groups, textfile_dir, status_listen):
+def errors(groups, textfile_dir, status_listen, secrets_dir="/etc/fleetops/secrets"):
     """Problems in the plan's settings, each naming its variable."""
     out = []
     if not isinstance(groups, dict):
@@ -52,6 +55,9 @@ def errors(groups, textfile_dir, status_listen):
         out.append("fleet_plan_groups gives two kinds the same group: %s" % ", ".join(shared))
     if not isinstance(textfile_dir, str) or not textfile_dir.startswith("/") or textfile_dir.rstrip("/") == "":
         out.append("fleet_plan_textfile_dir must be an absolute directory path; got %r" % (textfile_dir,))
+    if not isinstance(secrets_dir, str) or not re.match(r"^/[^ ]*[^/ ]$", secrets_dir):
+        out.append("fleet_plan_secrets_dir must be an absolute directory path without spaces or a trailing /; got %r"
+                   % (secrets_dir,))
     match = LISTEN.match(status_listen) if isinstance(status_listen, str) else None
     if not match or not 1 <= int(match.group("port")) <= 65535:
         out.append("fleet_plan_status_listen must be address:port with a port 1-65535 "
@@ -71,9 +77,10 @@ def _local(address):
     return "127.0.0.1" if address in ("", "0.0.0.0", "::", "[::]") else address
 
 
-def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen):
+def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen,
+                 secrets_dir="/etc/fleetops/secrets"):
     """The plan of ``host``, from the inventory (``groups``, ``hostvars``) and the plan's settings."""
-    problems = errors(groups, textfile_dir, status_listen)
+    problems = errors(groups, textfile_dir, status_listen, secrets_dir)
     if problems:
         raise ValueError("; ".join(problems))
     inventory_groups = inventory_groups or {}
@@ -95,6 +102,7 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
         "members": members,
         "textfile_dir": textfile_dir.rstrip("/"),
         "status": {"listen": status_listen, "url": "http://%s" % status_listen},
+        "secrets_dir": secrets_dir,
         "vip": vips[0] if vips else "",
         "prometheus": {
             "snapshot": "monitors" in kinds and _truthy(own.get("monitoring_prometheus_admin_api", False)),

@@ -91,8 +91,11 @@ def test_the_roles_group_variables_default_to_the_plans_group_names():
         ("nginx_lb", "nginx_lb_status_listen"): "127.0.0.1:9181",
         ("backup", "backup_prometheus_url"): "http://127.0.0.1:9090",
         ("grafana", "grafana_prometheus_url"): "http://127.0.0.1:9090",
+        ("vault_secrets", "vault_secrets_dir"): "/srv/secrets",
+        ("mcp_server", "mcp_server_secrets_dir"): "/srv/secrets",
     }
-    fleetops_plan = plan("mon-1", RENAMED, textfile="/srv/textfiles/", listen="127.0.0.1:9181")
+    fleetops_plan = _plan.compile_plan("mon-1", inventory(RENAMED), HOSTVARS, RENAMED, "/srv/textfiles/",
+                                       "127.0.0.1:9181", "/srv/secrets")
     for (role, name), value in wanted.items():
         defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
         templar = Templar(variables={"fleetops_plan": fleetops_plan})
@@ -149,4 +152,11 @@ def test_the_default_settings_are_valid_and_match_the_role_defaults():
     defaults = yaml.safe_load((ROOT / "roles" / "fleet_plan" / "defaults" / "main.yml").read_text())
     assert defaults["fleet_plan_groups"] == DEFAULT_GROUPS
     assert _plan.errors(defaults["fleet_plan_groups"], defaults["fleet_plan_textfile_dir"],
-                        defaults["fleet_plan_status_listen"]) == []
+                        defaults["fleet_plan_status_listen"], defaults["fleet_plan_secrets_dir"]) == []
+    assert plan("dh-1")["secrets_dir"] == defaults["fleet_plan_secrets_dir"]
+
+
+@pytest.mark.parametrize("secrets_dir", ["etc/secrets", "/etc/secrets/", "/etc/my secrets", None])
+def test_a_secrets_dir_the_mounts_cannot_use_is_refused_naming_the_variable(secrets_dir):
+    problems = _plan.errors(DEFAULT_GROUPS, "/t", "127.0.0.1:8081", secrets_dir)
+    assert problems and problems[0].startswith("fleet_plan_secrets_dir must be an absolute directory path"), problems
