@@ -244,6 +244,35 @@ def test_route_is_checked_and_a_bad_config_is_put_back(tmp_path):
     assert not any(argv[:2] == ["systemctl", "reload"] for argv in broken.calls)
 
 
+def test_the_role_seeds_a_route_through_the_agent_and_reloads_only_a_running_nginx(tmp_path):
+    import subprocess
+
+    import pytest
+
+    routes = agent_config(tmp_path)["routes"]
+
+    class Stopped(FakeHost):
+        def __call__(self, argv, **kw):
+            if argv[:2] == ["systemctl", "is-active"]:
+                self.calls.append(argv)
+                return subprocess.CompletedProcess(argv, 3, "", "")
+            return super().__call__(argv, **kw)
+
+    first = Stopped()
+    # A first run: nginx is not running yet; the file is written and checked, nothing reloaded.
+    assert ff.seed_route(["memory", "dh-1"], routes, str(tmp_path), run=first) == {
+        "server": "memory", "result": "routed", "host": "dh-1", "reloaded": False}
+    assert (tmp_path / "memory.conf").read_text() == "server 10.0.0.11:18300;\n"
+    assert ["nginx", "-t", "-q"] in first.calls and not any(c[:2] == ["systemctl", "reload"] for c in first.calls)
+    running = FakeHost()
+    assert ff.seed_route(["memory", "dh-1"], routes, str(tmp_path), run=running)["result"] == "unchanged"
+    assert ff.seed_route(["memory", "dh-2"], routes, str(tmp_path), run=running)["result"] == "routed"
+    assert ["systemctl", "reload", "nginx"] in running.calls
+    for words in (["memory"], ["memory", "dh-9"], ["other", "dh-1"], ["../x", "dh-1"], ["memory", "dh-1; evil"]):
+        with pytest.raises(ff.Refused):
+            ff.seed_route(words, routes, str(tmp_path), run=FakeHost())
+
+
 def test_sync_pushes_only_from_the_running_host_and_always_unpauses(tmp_path):
     config = agent_config(tmp_path)
     assert ff.sync("memory", config, run=FakeHost(running=False)) == {"server": "memory", "result": "not active here"}
