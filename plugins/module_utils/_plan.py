@@ -22,7 +22,8 @@ their slice of it instead of each other's variables, paths and group names:
 - ``prometheus``: this host's Prometheus as the backup role reaches it:
   ``snapshot``, whether its admin API allows TSDB snapshots (a monitor with
   ``monitoring_prometheus_admin_api``), and ``url`` (from
-  ``monitoring_prometheus_listen_address`` and ``monitoring_prometheus_port``).
+  ``monitoring_prometheus_listen_address`` and ``monitoring_prometheus_port``)
+  and ``scrape_interval`` (``monitoring_scrape_interval``).
 """
 
 from __future__ import annotations
@@ -108,5 +109,6 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
             "snapshot": "monitors" in kinds and _truthy(own.get("monitoring_prometheus_admin_api", False)),
             "url": "http://%s:%s" % (_local(own.get("monitoring_prometheus_listen_address", "0.0.0.0")),
                                      own.get("monitoring_prometheus_port", 9090)),
+            "scrape_interval": str(own.get("monitoring_scrape_interval", "15s")),
         },
     }

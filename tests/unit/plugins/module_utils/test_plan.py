@@ -110,7 +110,8 @@ def test_only_monitors_with_the_admin_api_take_snapshots_and_the_url_follows_the
     assert plan("lb-1", hostvars=hostvars)["prometheus"]["snapshot"] is False  # not a monitor
     hostvars["mon-1"] = {"monitoring_prometheus_admin_api": "yes", "monitoring_prometheus_listen_address": "10.0.0.31",
                          "monitoring_prometheus_port": 9999}
-    assert plan("mon-1", hostvars=hostvars)["prometheus"] == {"snapshot": True, "url": "http://10.0.0.31:9999"}
+    assert plan("mon-1", hostvars=hostvars)["prometheus"] == {"snapshot": True, "url": "http://10.0.0.31:9999",
+                                                              "scrape_interval": "15s"}
 
 
 def test_the_vip_loses_its_prefix_and_two_different_vips_are_refused():
