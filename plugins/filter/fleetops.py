@@ -119,24 +119,18 @@ def mcp_backup_items(servers, host, kinds, extra_paths=None, prometheus_url=None
         raise AnsibleFilterError("cannot list the backup items of %s: %s" % (host, exc)) from exc
 
 
+def fleet_address(host, hostvars):
+    """A host's address: ``fleetops_address``, else its default IPv4 address (facts), else ``ansible_host``, else its name."""
+    return _plan.address(hostvars, host)
+
+
 def mcp_lb_backends(hosts, hostvars):
     """``[{host, address}]`` for the Docker hosts the load balancers send to.
 
     The address is the host's ``fleetops_address`` when set, else its default
     IPv4 address (facts), else ``ansible_host``, else the inventory name.
     """
-    out = []
-    for host in hosts or []:
-        hv = hostvars[host]
-        facts = hv.get("ansible_facts") or {}
-        address = (
-            hv.get("fleetops_address")
-            or (facts.get("default_ipv4") or {}).get("address")
-            or hv.get("ansible_host")
-            or host
-        )
-        out.append({"host": host, "address": str(address)})
-    return out
+    return [{"host": host, "address": _plan.address(hostvars, host)} for host in hosts or []]
 
 
 def _failover_call(what, function, *args):
@@ -202,6 +196,7 @@ class FilterModule:
             "changed_keys": changed_keys,
             "docker_ulimits": docker_ulimits,
             "docker_volume_spec": docker_volume_spec,
+            "fleet_address": fleet_address,
             "fleet_plan": fleet_plan,
             "fleet_plan_errors": fleet_plan_errors,
             "mcp_fleet": mcp_fleet,

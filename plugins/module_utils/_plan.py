@@ -66,6 +66,19 @@ def errors(groups, textfile_dir, status_listen, secrets_dir="/etc/fleetops/secre
     return out
 
 
+def address(hostvars, host):
+    """A host's address: ``fleetops_address``, else its default IPv4 (facts), else ``ansible_host``, else its name.
+
+    Not a slice of the plan: facts may be gathered after the plan is compiled (a run with --limit learns a
+    host's address in the middle of a play), so the roles resolve addresses when they use them, with the
+    fleet_address filter.
+    """
+    hv = hostvars.get(host) or {}
+    facts = hv.get("ansible_facts") or {}
+    return str(hv.get("fleetops_address") or (facts.get("default_ipv4") or {}).get("address")
+               or hv.get("ansible_host") or host)
+
+
 def _truthy(value):
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")

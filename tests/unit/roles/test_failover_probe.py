@@ -348,7 +348,7 @@ def test_the_script_in_the_checkout_uses_the_collections_client(spy_server):
 
 
 def test_the_role_installs_the_client_the_script_loads():
-    tasks = (REPO / "roles/mcp_failover/tasks/install.yml").read_text()
+    tasks = (REPO / "roles/mcp_failover/tasks/tool.yml").read_text()
     for name in LIB_FILES:
         assert name in tasks
     assert "{{ role_path }}/../../plugins/module_utils/" in tasks

@@ -23,7 +23,7 @@ def test_filters_are_registered():
         "changed_keys", "docker_ulimits", "docker_volume_spec", "mcp_fleet", "mcp_fleet_errors", "mcp_host_ports",
         "mcp_lb_backends", "mcp_lb_routes", "mcp_lb_client_errors", "mcp_lb_clients", "mcp_scrape_targets", "mcp_backup_items",
         "mcp_failover_active", "mcp_failover_routes", "mcp_failover_agent_config", "mcp_failover_daemon_config",
-        "fleet_plan", "fleet_plan_errors", "mcp_gateway_routes", "mcp_probe_targets",
+        "fleet_address", "fleet_plan", "fleet_plan_errors", "mcp_gateway_routes", "mcp_probe_targets",
     }
 
 
@@ -121,3 +121,13 @@ def test_lb_client_filters_name_the_client_and_raise_filter_errors():
         filters["mcp_lb_clients"]([{"name": "a"}])
     model = filters["mcp_lb_clients"]([{"name": "a", "token": "x" * 20}])
     assert model["clients"][0]["rate_per_minute"] == 50 and model["conn_zones"][0]["max_connections"] == 20
+
+
+def test_fleet_address_is_the_collections_one_address_rule():
+    from ansible_collections.fleetops.mcp.plugins.filter.fleetops import fleet_address
+
+    hostvars = {"a": {"fleetops_address": "10.0.0.1", "ansible_facts": {"default_ipv4": {"address": "10.9.9.9"}}},
+                "b": {"ansible_facts": {"default_ipv4": {"address": "10.0.0.2"}}, "ansible_host": "b.example"},
+                "c": {"ansible_host": "c.example"}, "d": {}}
+    assert [fleet_address(h, hostvars) for h in "abcd"] == ["10.0.0.1", "10.0.0.2", "c.example", "d"]
+    assert mcp_lb_backends(["b", "d"], hostvars) == [{"host": "b", "address": "10.0.0.2"}, {"host": "d", "address": "d"}]
