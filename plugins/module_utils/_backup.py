@@ -14,22 +14,12 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet
+from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet, _plan
 
 # Docker's default data root; a host's own comes from its daemon (DockerRootDir).
 DOCKER_DATA_ROOT = "/var/lib/docker"
-# Configuration each kind of host carries, by the fleet plan's kind (see
-# _plan.KINDS; the inventory group of each kind may have another name).
-# What a restored item needs: services reloaded (configuration) or restarted.
-KIND_PATHS = {
-    # /etc/fleetops/mcp-servers.json: the record of the MCP servers the host runs (mcp_server role).
-    "docker_hosts": ("docker-host-config", ["/etc/docker/daemon.json", "/etc/nftables.d", "/etc/fleetops/mcp-servers.json"],
-                     {"reload": ["docker"], "restart": ["nftables"]}),
-    "load_balancers": ("load-balancer-config", ["/etc/nginx", "/etc/keepalived"],
-                       {"reload": ["nginx", "keepalived"]}),
-    "monitors": ("monitoring-config", ["/etc/prometheus"],
-                 {"reload": ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"]}),
-}
+# Configuration each kind of host carries: the fleet plan's (_plan.CONFIG_BY_KIND).
+KIND_PATHS = _plan.CONFIG_BY_KIND
 
 
 def _safe(name):

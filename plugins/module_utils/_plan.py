@@ -32,6 +32,18 @@ import re
 
 # The kinds of hosts a fleet has, each an inventory group (renamable).
 KINDS = ("docker_hosts", "load_balancers", "monitors", "backup_hosts", "vault_servers")
+# What each kind of host carries that its roles configure, for the backup
+# role: (item name, paths, what a restore of them reloads or restarts). The
+# paths of the collection's roles and of the daemons they configure.
+CONFIG_BY_KIND = {
+    # /etc/fleetops/mcp-servers.json: the record of the MCP servers the host runs (mcp_server role).
+    "docker_hosts": ("docker-host-config", ["/etc/docker/daemon.json", "/etc/nftables.d", "/etc/fleetops/mcp-servers.json"],
+                     {"reload": ["docker"], "restart": ["nftables"]}),
+    "load_balancers": ("load-balancer-config", ["/etc/nginx", "/etc/keepalived"],
+                       {"reload": ["nginx", "keepalived"]}),
+    "monitors": ("monitoring-config", ["/etc/prometheus"],
+                 {"reload": ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"]}),
+}
 GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LISTEN = re.compile(r"^(?P<host>[0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):(?P<port>[0-9]{1,5})$")
 
@@ -43,8 +55,8 @@ def errors(groups, textfile_dir, status_listen, secrets_dir="/etc/fleetops/secre
         return ["fleet_plan_groups must be a mapping of host kinds to inventory group names"]
     unknown = sorted(set(groups) - set(KINDS))
     if unknown:
-        out.append("fleet_plan_groups has unknown kinds %s; the kinds are %s" % (", ".join(map(str, unknown)),
-                                                                                  ", ".join(KINDS)))
+        out.append("fleet_plan_groups has unknown kinds %s; the kinds are %s"
+                   % (", ".join(map(str, unknown)), ", ".join(KINDS)))
     for kind in KINDS:
         name = groups.get(kind)
         if not isinstance(name, str) or not GROUP_NAME.match(name):
@@ -101,7 +113,7 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
     members = {kind: sorted(inventory_groups.get(groups[kind]) or []) for kind in KINDS}
     vips = []
     for lb in members["load_balancers"]:
-        vip = str((hostvars.get(lb) or {}).get("keepalived_virtual_ipaddress") or "").split("/")[0].strip()
+        vip = str((hostvars.get(lb) or {}).get("keepalived_virtual_ipaddress") or "").split("/", maxsplit=1)[0].strip()
         if vip and vip not in vips:
             vips.append(vip)
     if len(vips) > 1:
