@@ -122,15 +122,46 @@ def mcp_client_class():
     return MCPClient
 
 
+# How sdk_probe's protocols map to the official SDK client's modes.
+SDK_MODES = {"handshake": "legacy", "sessionless": "2026-07-28", "auto": "auto"}
+
+
+def sdk_probe(url: str, protocol: str = "auto", call_tool: str | None = None, tool_arguments: dict | None = None,
+              timeout: float = 10, verify=True, headers: dict | None = None) -> dict:
+    """MCP at ``url`` through the official ``mcp`` SDK client, not the collection's own.
+
+    ``protocol``: ``handshake`` (the SDK's ``legacy`` mode, 2025-era ``initialize``),
+    ``sessionless`` (pinned to 2026-07-28) or ``auto`` (the SDK's default: 2026-07-28 with a fall
+    back to the handshake). Returns ``{"protocol_version", "tools", "tool_result"}``, the tool
+    result as the wire shows it (camelCase keys), and raises on any failure.
+    """
+    import anyio
+    import httpx2
+    from mcp.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def run():
+        with anyio.fail_after(timeout * 3):
+            http = httpx2.AsyncClient(timeout=httpx2.Timeout(timeout), verify=verify, headers=headers or {})
+            async with http, Client(streamable_http_client(url, http_client=http), mode=SDK_MODES[protocol]) as sdk:
+                out = {"protocol_version": sdk.protocol_version,
+                       "tools": [tool.name for tool in (await sdk.list_tools()).tools]}
+                if call_tool:
+                    result = await sdk.call_tool(call_tool, tool_arguments or {})
+                    out["tool_result"] = result.model_dump(by_alias=True, exclude_none=True)
+                return out
+
+    return anyio.run(run)
+
+
 def wait_for_mcp(url: str, deadline_s: float = 60):
-    """Wait until ``url`` completes an MCP handshake; return the probe result."""
+    """Wait until ``url`` completes an MCP handshake (official SDK client); return the probe result."""
     import time
 
-    client_class = mcp_client_class()
     end = time.monotonic() + deadline_s
     while True:
         try:
-            return client_class(url, timeout=10).run_handshake().as_dict()
+            return sdk_probe(url, "handshake")
         except Exception:  # noqa: BLE001 - any failure means not ready yet
             if time.monotonic() > end:
                 raise

