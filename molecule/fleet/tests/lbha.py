@@ -8,7 +8,7 @@ import os
 import pathlib
 import ssl
 
-from fleetops_testlib import container_host, container_ip, main_pid, mcp_client_class
+from fleetops_testlib import container_host, container_ip, main_pid, mcp_client_class, sdk_probe
 
 MCPClient = mcp_client_class()
 CACHE = pathlib.Path(os.environ["FLEETOPS_CACHE"])
@@ -33,6 +33,14 @@ def url(where: str = VIP, server: str = "reference") -> str:
 
 def client(where: str = VIP, server: str = "reference", agent: str = "bulk-agent", timeout: float = 10) -> "MCPClient":
     return MCPClient(url(where, server), ca_path=CA, bearer_token=token(agent), timeout=timeout)
+
+
+def sdk_call(where: str = VIP, server: str = "reference", tool: str = "whoami", arguments: dict | None = None,
+             protocol: str = "sessionless", agent: str = "bulk-agent", timeout: float = 10) -> dict:
+    """One ``tools/call`` through ``where`` with the official SDK client (TLS, the agent's token), on a new
+    connection; the tool result as the wire shows it (``content``, ``isError``). Raises on any failure."""
+    return sdk_probe(url(where, server), protocol, call_tool=tool, tool_arguments=arguments or {}, timeout=timeout,
+                     verify=tls_context(), headers={"Authorization": f"Bearer {token(agent)}"})["tool_result"]
 
 
 def session(where: str = VIP, server: str = "reference", agent: str = "bulk-agent"):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lbha import LBS, VIP, client, lb_host, session, vip_holders, whoami
+from lbha import LBS, VIP, lb_host, sdk_call, session, vip_holders, whoami
 
 SAMPLES = "/run/fleetops-vip-samples"
 SAMPLER = "/run/fleetops-vip-sampler.sh"
@@ -86,7 +86,7 @@ def test_stopping_nginx_on_the_master_moves_the_vip_within_3_s_and_never_to_two_
         failures = 0
         while time.monotonic() - stopped < 10:
             try:
-                client(timeout=1).run_sessionless(call_tool="whoami")
+                sdk_call(timeout=1)
                 recovered = time.monotonic() - stopped
                 break
             except Exception:  # noqa: BLE001 - the outage being measured

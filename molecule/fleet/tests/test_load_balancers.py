@@ -15,8 +15,8 @@ import pytest
 
 from fleetops_testlib import container_host, container_ip, run_playbook, wait_for_mcp
 from lbha import (
-    CA, LBS, VIP, MCPClient, client, discover_body, discover_headers, lb_host, nginx_master_pid, raw, session,
-    tls_context, token, url, whoami,
+    CA, LBS, VIP, MCPClient, client, discover_body, discover_headers, lb_host, nginx_master_pid, raw, sdk_call,
+    session, tls_context, token, url, whoami,
 )
 from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPSessionNotFoundError  # noqa: E402
 
@@ -28,11 +28,9 @@ STATELESS = "/mcp/reference-stateless"
 @pytest.mark.parametrize("protocol", ["handshake", "sessionless"])
 @pytest.mark.parametrize(("server", "tool"), ROUTES, ids=[r[0] for r in ROUTES])
 def test_every_server_answers_through_each_load_balancer(lb, protocol, server, tool):
-    c = client(lb, server, timeout=15)
     arguments = {"timezone": "UTC"} if tool == "get_current_time" else {}
-    run = c.run_handshake if protocol == "handshake" else c.run_sessionless
-    result = run(call_tool=tool, tool_arguments=arguments).as_dict()
-    assert result["tool_result"]["is_error"] is False
+    result = sdk_call(lb, server, tool, arguments, protocol=protocol, timeout=15)
+    assert result["isError"] is False
 
 
 def test_session_id_is_tagged_and_fifty_calls_land_on_one_backend():

@@ -19,9 +19,9 @@ import urllib.request
 
 import pytest
 import yaml
-from fleetops_testlib import container_host, docker_inspect, inventory_hosts, mcp_client_class, run_playbook
+from fleetops_testlib import container_host, docker_inspect, inventory_hosts, run_playbook
+from lbha import sdk_call
 
-MCPClient = mcp_client_class()
 CACHE = pathlib.Path(os.environ["FLEETOPS_CACHE"])
 CA = str(CACHE / "pki" / "ca.crt")
 VIP = "172.30.214.100"
@@ -59,11 +59,6 @@ def wait_until(what: str, check, deadline_s: float = 90, every: float = 1.0):
 def duration_s(text: str) -> float:
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ms|s|m|h)", text))
-
-
-def client(server: str = "reference") -> "MCPClient":
-    token = (CACHE / "demo-tokens" / "bulk-agent").read_text().strip()
-    return MCPClient(f"https://{VIP}/mcp/{server}", ca_path=CA, bearer_token=token, timeout=10)
 
 
 def targets_by_job():
@@ -230,14 +225,10 @@ def grafana_expr(expr: str) -> str:
 
 def test_every_dashboard_query_runs_with_data_through_the_provisioned_datasource():
     # Traffic through the VIP, including failures, so that every series exists.
-    c = client()
-    c.connect_handshake()
     for i in range(5):
-        c.request("tools/call", {"name": "echo", "arguments": {"text": f"hello {i}"}})
-    assert c.request("tools/call", {"name": "fail", "arguments": {}}).result.get("isError") is True
-    time_client = client("time")
-    time_client.connect_handshake()
-    time_client.request("tools/call", {"name": "get_current_time", "arguments": {"timezone": "UTC"}})
+        sdk_call(VIP, "reference", "echo", {"text": f"hello {i}"}, protocol="handshake")
+    assert sdk_call(VIP, "reference", "fail", protocol="handshake").get("isError") is True
+    sdk_call(VIP, "time", "get_current_time", {"timezone": "UTC"}, protocol="handshake")
     # Two scrapes later, rate() over 1 m has two samples of the new counters.
     time.sleep(12)
 
