@@ -18,8 +18,6 @@ from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet, _plan
 
 # Docker's default data root; a host's own comes from its daemon (DockerRootDir).
 DOCKER_DATA_ROOT = "/var/lib/docker"
-# Configuration each kind of host carries: the fleet plan's (_plan.CONFIG_BY_KIND).
-KIND_PATHS = _plan.CONFIG_BY_KIND
 
 
 def _safe(name):
@@ -64,7 +62,8 @@ def items(servers, host, kinds, extra_paths=None, prometheus_url=None, prometheu
           docker_data_root=None):
     """Every item ``host`` backs up, in a stable order; ``kinds`` are the plan's kinds of the host."""
     out = []
-    for kind, (name, paths, services) in KIND_PATHS.items():
+    # The configuration each kind of host carries, as the fleet plan's module lists it.
+    for kind, (name, paths, services) in _plan.CONFIG_BY_KIND.items():
         if kind in kinds:
             out.append({"name": name, "paths": list(paths), "optional": True, "restart": dict(services)})
     if extra_paths:
