@@ -175,7 +175,7 @@ def mcp_lb_clients(clients, rate_per_minute=50, burst=10, max_connections=20):
         raise AnsibleFilterError("invalid load balancer clients: %s" % exc) from exc
 
 
-def fleet_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen, secrets_dir="/etc/fleetops/secrets"):
+def fleet_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen, secrets_dir=_plan.SECRETS_DIR):
     """The fleet plan of one host (see module_utils/_plan.py): the slices the roles read."""
     try:
         return _plan.compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen, secrets_dir)
@@ -183,7 +183,7 @@ def fleet_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_li
         raise AnsibleFilterError("cannot compile the fleet plan of %s: %s" % (host, exc)) from exc
 
 
-def fleet_plan_errors(groups, textfile_dir, status_listen, secrets_dir="/etc/fleetops/secrets"):
+def fleet_plan_errors(groups, textfile_dir, status_listen, secrets_dir=_plan.SECRETS_DIR):
     """Problems in the fleet plan's settings, each naming its variable."""
     return _plan.errors(groups, textfile_dir, status_listen, secrets_dir)
 

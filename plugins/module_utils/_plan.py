@@ -44,11 +44,13 @@ CONFIG_BY_KIND = {
     "monitors": ("monitoring-config", ["/etc/prometheus"],
                  {"reload": ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"]}),
 }
+# Where the MCP servers' secret files are unless fleet_plan_secrets_dir says otherwise.
+SECRETS_DIR = "/etc/fleetops/secrets"
 GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LISTEN = re.compile(r"^(?P<host>[0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):(?P<port>[0-9]{1,5})$")
 
 
-def errors(groups, textfile_dir, status_listen, secrets_dir="/etc/fleetops/secrets"):
+def errors(groups, textfile_dir, status_listen, secrets_dir=SECRETS_DIR):
     """Problems in the plan's settings, each naming its variable."""
     out = []
     if not isinstance(groups, dict):
@@ -104,7 +106,7 @@ def _local(address):
 
 
 def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen,
-                 secrets_dir="/etc/fleetops/secrets"):
+                 secrets_dir=SECRETS_DIR):
     """The plan of ``host``, from the inventory (``groups``, ``hostvars``) and the plan's settings."""
     problems = errors(groups, textfile_dir, status_listen, secrets_dir)
     if problems:
