@@ -245,6 +245,7 @@ def test_route_is_checked_and_a_bad_config_is_put_back(tmp_path):
 
 
 def test_the_role_seeds_a_route_through_the_agent_and_reloads_only_a_running_nginx(tmp_path):
+    import re
     import subprocess
 
     import pytest
@@ -268,8 +269,12 @@ def test_the_role_seeds_a_route_through_the_agent_and_reloads_only_a_running_ngi
     assert ff.seed_route(["memory", "dh-1"], routes, str(tmp_path), run=running)["result"] == "unchanged"
     assert ff.seed_route(["memory", "dh-2"], routes, str(tmp_path), run=running)["result"] == "routed"
     assert ["systemctl", "reload", "nginx"] in running.calls
-    for words in (["memory"], ["memory", "dh-9"], ["other", "dh-1"], ["../x", "dh-1"], ["memory", "dh-1; evil"]):
-        with pytest.raises(ff.Refused):
+    for words, message in ((["memory"], "route needs <server> <host>, a host of memory"),
+                           (["memory", "dh-9"], "route needs <server> <host>, a host of memory"),
+                           (["other", "dh-1"], "server other is not routed here"),
+                           (["../x", "dh-1"], "a server name is required"),
+                           (["memory", "dh-1; evil"], "route needs <server> <host>, a host of memory")):
+        with pytest.raises(ff.Refused, match=re.escape(message)):
             ff.seed_route(words, routes, str(tmp_path), run=FakeHost())
 
 
