@@ -154,6 +154,101 @@ def sdk_probe(url: str, protocol: str = "auto", call_tool: str | None = None, to
     return anyio.run(run)
 
 
+class SdkSession:
+    """One MCP session kept across calls, through the official ``mcp`` SDK client, for synchronous tests.
+
+    ``protocol`` as for ``sdk_probe`` (default ``handshake``: an ``initialize`` session with an
+    ``Mcp-Session-Id``). The SDK runs on an event loop in a thread of its own (an anyio blocking portal).
+    What the server sent is read from the HTTP responses themselves, not from the SDK's internals:
+    ``session_id`` (the ``Mcp-Session-Id`` header), ``protocol_version`` and ``last_status`` (the HTTP
+    status of the newest POST). ``via(url)`` sends the session's next requests to another origin with the
+    same path: what a client sees when the VIP moves to the other load balancer. ``close()`` ends the
+    session (the SDK sends DELETE).
+    """
+
+    def __init__(self, url: str, protocol: str = "handshake", timeout: float = 10, verify=True,
+                 headers: dict | None = None):
+        import contextlib
+
+        import anyio.from_thread
+
+        self.url = url
+        self.session_id = None
+        self.protocol_version = None
+        self.last_status = None
+        self._origin = None
+        self.close_error = None
+        self._timeout = timeout
+        self._stack = contextlib.ExitStack()
+        try:
+            self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+            self._sdk = self._stack.enter_context(
+                self._portal.wrap_async_context_manager(self._open(url, protocol, verify, headers or {})))
+            self.protocol_version = self._sdk.protocol_version
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _open(self, url, protocol, verify, headers):
+        import contextlib
+
+        import httpx2
+        from mcp.client import Client
+        from mcp.client.streamable_http import streamable_http_client
+
+        @contextlib.asynccontextmanager
+        async def opened():
+            http = httpx2.AsyncClient(timeout=httpx2.Timeout(self._timeout), verify=verify, headers=headers,
+                                      event_hooks={"request": [self._on_request], "response": [self._on_response]})
+            async with http, Client(streamable_http_client(url, http_client=http), mode=SDK_MODES[protocol]) as sdk:
+                yield sdk
+
+        return opened()
+
+    async def _on_request(self, request):
+        if self._origin is not None:
+            request.url = request.url.copy_with(scheme=self._origin.scheme, host=self._origin.host,
+                                                port=self._origin.port)
+            request.headers["Host"] = request.url.netloc.decode()
+
+    async def _on_response(self, response):
+        if response.request.method == "POST":
+            self.last_status = response.status_code
+        if response.headers.get("mcp-session-id"):
+            self.session_id = response.headers["mcp-session-id"]
+
+    def via(self, url: str) -> "SdkSession":
+        """Send this session's next requests to ``url``'s origin (scheme, host, port)."""
+        import httpx2
+
+        self._origin = httpx2.URL(url)
+        return self
+
+    def call_tool(self, name: str, arguments: dict | None = None) -> dict:
+        """``tools/call`` in this session; the result as the wire shows it (camelCase keys). Raises on an
+        error response."""
+        import anyio
+
+        async def call():
+            with anyio.fail_after(self._timeout * 3):
+                return await self._sdk.call_tool(name, arguments or {})
+
+        return self._portal.call(call).model_dump(by_alias=True, exclude_none=True)
+
+    def close(self):
+        """End the session. A transport that already failed (what a test provoked) does not raise here."""
+        try:
+            self._stack.close()
+        except Exception as exc:  # noqa: BLE001 - teardown of a session whose transport failed
+            self.close_error = exc
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def wait_for_mcp(url: str, deadline_s: float = 60):
     """Wait until ``url`` completes an MCP handshake (official SDK client); return the probe result."""
     import time

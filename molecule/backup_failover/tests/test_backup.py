@@ -7,7 +7,6 @@ written through the load balancer with MCP tools/call.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time

@@ -8,9 +8,8 @@ import os
 import pathlib
 import ssl
 
-from fleetops_testlib import container_host, container_ip, main_pid, mcp_client_class, sdk_probe
+from fleetops_testlib import SdkSession, container_host, container_ip, main_pid, sdk_probe
 
-MCPClient = mcp_client_class()
 CACHE = pathlib.Path(os.environ["FLEETOPS_CACHE"])
 CA = str(CACHE / "pki" / "ca.crt")
 VIP = "172.30.214.100"
@@ -31,10 +30,6 @@ def url(where: str = VIP, server: str = "reference") -> str:
     return f"https://{address}/mcp/{server}"
 
 
-def client(where: str = VIP, server: str = "reference", agent: str = "bulk-agent", timeout: float = 10) -> "MCPClient":
-    return MCPClient(url(where, server), ca_path=CA, bearer_token=token(agent), timeout=timeout)
-
-
 def sdk_call(where: str = VIP, server: str = "reference", tool: str = "whoami", arguments: dict | None = None,
              protocol: str = "sessionless", agent: str = "bulk-agent", timeout: float = 10) -> dict:
     """One ``tools/call`` through ``where`` with the official SDK client (TLS, the agent's token), on a new
@@ -43,14 +38,41 @@ def sdk_call(where: str = VIP, server: str = "reference", tool: str = "whoami", 
                      verify=tls_context(), headers={"Authorization": f"Bearer {token(agent)}"})["tool_result"]
 
 
-def session(where: str = VIP, server: str = "reference", agent: str = "bulk-agent"):
-    c = client(where, server, agent)
-    c.connect_handshake()
+# The sessions opened by session(); the fixture in conftest.py closes them after each test.
+OPEN_SESSIONS: list[SdkSession] = []
+
+
+def session(where: str = VIP, server: str = "reference", agent: str = "bulk-agent", timeout: float = 10) -> SdkSession:
+    """A 2025-era session (``initialize``, ``Mcp-Session-Id``) through ``where`` with the official SDK
+    client (TLS, the agent's token), kept open across calls."""
+    c = SdkSession(url(where, server), "handshake", timeout=timeout, verify=tls_context(),
+                   headers={"Authorization": f"Bearer {token(agent)}"})
+    OPEN_SESSIONS.append(c)
     return c
 
 
-def whoami(c) -> str:
-    return c.request("tools/call", {"name": "whoami", "arguments": {}}).result["content"][0]["text"]
+def close_sessions():
+    while OPEN_SESSIONS:
+        OPEN_SESSIONS.pop().close()
+
+
+def whoami(c: SdkSession) -> str:
+    """The backend that answers ``c``: ``<docker host>/<container>``."""
+    return c.call_tool("whoami")["content"][0]["text"]
+
+
+def raw_session(where: str = VIP, server: str = "reference", agent: str = "bulk-agent") -> dict:
+    """A 2025-era session opened by hand (``initialize``, then ``notifications/initialized``), for tests
+    that need its headers without a client's own streams. The headers that carry it."""
+    status, headers, _ = raw("POST", f"/mcp/{server}", {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "lb-ha-test", "version": "1"}}},
+        {"Authorization": f"Bearer {token(agent)}"}, where)
+    assert status == 200 and headers.get("mcp-session-id"), (status, headers)
+    carried = {"Authorization": f"Bearer {token(agent)}", "Mcp-Session-Id": headers["mcp-session-id"],
+               "MCP-Protocol-Version": "2025-11-25"}
+    status, _, _ = raw("POST", f"/mcp/{server}", {"jsonrpc": "2.0", "method": "notifications/initialized"}, carried, where)
+    assert status == 202, status
+    return carried
 
 
 def raw(method: str, path: str, body=None, headers=None, where: str = VIP, timeout: float = 10):
