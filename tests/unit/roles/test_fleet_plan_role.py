@@ -60,3 +60,140 @@ def test_a_bad_setting_fails_naming_the_variable_before_the_reading_role_runs(tm
     assert result.returncode != 0
     assert message in result.stdout, result.stdout[-3000:]
     assert "Check keepalived_virtual_ipaddress" not in result.stdout  # the reading role's own tasks never ran
+
+
+# The shipped playbooks with renamed groups: plan.yml fills fleetops_<kind>, the stage plays name those.
+RENAMED_INVENTORY = """
+all:
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: {python}
+    fleet_plan_groups:
+      docker_hosts: mcp_nodes
+      load_balancers: edge
+      monitors: observers
+      backup_hosts: vaultish_backups
+      vault_servers: secret_keepers
+  children:
+    mcp_nodes: {{hosts: {{node-a: {{}}, node-b: {{}}}}}}
+    edge: {{hosts: {{edge-1: {{}}}}}}
+    observers: {{hosts: {{watch-1: {{}}}}}}
+    vaultish_backups: {{hosts: {{keep-1: {{}}}}}}
+    docker_hosts: {{hosts: {{decoy: {{}}}}}}
+"""
+RECORD_PLAYS = """
+- name: The shipped plan play
+  ansible.builtin.import_playbook: {plan}
+{plays}
+"""
+RECORD_PLAY = """
+- name: Record who {group} targets
+  hosts: {pattern}
+  gather_facts: false
+  tasks:
+    - name: Record
+      ansible.builtin.copy:
+        content: "{{{{ ansible_play_hosts_all | sort | to_json }}}}"
+        dest: "{out}/{group}.json"
+        mode: "0600"
+      run_once: true
+      delegate_to: localhost
+"""
+
+
+def _shipped_host_patterns() -> set[str]:
+    import yaml
+
+    patterns = set()
+    for playbook in sorted((ROOT / "playbooks").glob("*.yml")):
+        for play in yaml.safe_load(playbook.read_text()):
+            if "hosts" in play:
+                patterns.add(play["hosts"])
+    return patterns
+
+
+def test_the_shipped_playbooks_name_only_the_plans_groups():
+    kinds = {"docker_hosts", "load_balancers", "monitors", "backup_hosts", "vault_servers"}
+    allowed = {"all", "localhost", "fleetops_failover_controller", "{{ restore_hosts | default('none_given') }}"}
+    for pattern in _shipped_host_patterns():
+        for part in pattern.replace("all:!", "").split(":"):
+            assert part in allowed or part.removeprefix("fleetops_") in kinds, pattern
+            assert part not in kinds, f"{pattern} names an inventory group; name fleetops_<kind> instead"
+
+
+def test_with_renamed_groups_the_stage_plays_target_the_renamed_groups(tmp_path):
+    (tmp_path / "hosts.yml").write_text(RENAMED_INVENTORY.format(python=sys.executable))
+    patterns = sorted(p for p in _shipped_host_patterns() if p.startswith(("fleetops_", "all:!")))
+    plays = "".join(RECORD_PLAY.format(group=p.replace("all:!", "not_"), pattern=p, out=tmp_path) for p in patterns)
+    (tmp_path / "play.yml").write_text(RECORD_PLAYS.format(plan=ROOT / "playbooks" / "plan.yml", plays=plays))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    bin_dir = pathlib.Path(sys.executable).parent
+    result = subprocess.run([str(bin_dir / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+    def targeted(name):
+        path = tmp_path / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+    assert targeted("fleetops_docker_hosts") == ["node-a", "node-b"]  # not the decoy group docker_hosts
+    assert targeted("fleetops_load_balancers") == ["edge-1"]
+    assert targeted("fleetops_monitors") == ["watch-1"]
+    assert targeted("fleetops_backup_hosts") == ["keep-1"]
+    assert targeted("not_fleetops_backup_hosts") == ["decoy", "edge-1", "node-a", "node-b", "watch-1"]
+    assert targeted("fleetops_vault_servers") == []  # an empty kind: its plays match no host
+
+
+ACTIVE_PLAYBOOK = """
+- name: mcp_failover's active entry point, into a fact the caller names
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Work out the active hosts
+      ansible.builtin.include_role:
+        name: fleetops.mcp.mcp_failover
+        tasks_from: active
+      vars:
+        mcp_failover_active_var: "{{ wanted_name }}"
+    - name: Keep what the caller reads
+      ansible.builtin.copy:
+        content: "{{ {'mine': _callers_own | default(none), 'default_name': mcp_failover_active | default(none)} | to_json }}"
+        dest: "{{ out_file }}"
+        mode: "0600"
+"""
+
+
+@pytest.mark.parametrize("state", [None, {"servers": {"memory": {"active": "dh-2", "standby": "dh-1"}}}],
+                         ids=["nothing-recorded", "failed-over"])
+def test_the_active_entry_point_sets_the_fact_its_caller_names(tmp_path, state):
+    state_file = tmp_path / "state.json"
+    if state:
+        state_file.write_text(json.dumps(state))
+    (tmp_path / "play.yml").write_text(ACTIVE_PLAYBOOK)
+    (tmp_path / "vars.json").write_text(json.dumps({
+        "ansible_python_interpreter": sys.executable, "wanted_name": "_callers_own", "out_file": str(tmp_path / "out.json"),
+        "mcp_failover_controller": "localhost", "_mcp_failover_state_file": str(state_file),
+        "fleetops_mcp_servers": [{"name": "memory", "image": "m:1", "host_port": 18300,
+                                  "failover": {"primary": "dh-1", "standby": "dh-2"}}]}))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    bin_dir = pathlib.Path(sys.executable).parent
+    result = subprocess.run([str(bin_dir / "ansible-playbook"), "-i", "localhost,", str(tmp_path / "play.yml"),
+                             "-e", f"@{tmp_path / 'vars.json'}"],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out == {"mine": {"memory": "dh-2" if state else "dh-1"}, "default_name": None}
+
+
+def test_the_active_entry_point_refuses_a_fact_name_that_is_not_a_variable_name(tmp_path):
+    (tmp_path / "play.yml").write_text(ACTIVE_PLAYBOOK)
+    (tmp_path / "vars.json").write_text(json.dumps({
+        "ansible_python_interpreter": sys.executable, "wanted_name": "not a name", "out_file": str(tmp_path / "o.json")}))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    bin_dir = pathlib.Path(sys.executable).parent
+    result = subprocess.run([str(bin_dir / "ansible-playbook"), "-i", "localhost,", str(tmp_path / "play.yml"),
+                             "-e", f"@{tmp_path / 'vars.json'}"],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    assert result.returncode != 0
+    assert "mcp_failover_active_var must be a variable name" in result.stdout, result.stdout[-3000:]
