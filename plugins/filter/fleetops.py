@@ -183,6 +183,11 @@ def fleet_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_li
         raise AnsibleFilterError("cannot compile the fleet plan of %s: %s" % (host, exc)) from exc
 
 
+def fleet_local_address(address):
+    """Where a host reaches a service of its own listening on ``address`` (any address: 127.0.0.1)."""
+    return _plan.local_address(address)
+
+
 def fleet_plan_errors(groups, textfile_dir, status_listen, secrets_dir=_plan.SECRETS_DIR):
     """Problems in the fleet plan's settings, each naming its variable."""
     return _plan.errors(groups, textfile_dir, status_listen, secrets_dir)
@@ -197,6 +202,7 @@ class FilterModule:
             "docker_ulimits": docker_ulimits,
             "docker_volume_spec": docker_volume_spec,
             "fleet_address": fleet_address,
+            "fleet_local_address": fleet_local_address,
             "fleet_plan": fleet_plan,
             "fleet_plan_errors": fleet_plan_errors,
             "mcp_fleet": mcp_fleet,

@@ -99,10 +99,28 @@ def _truthy(value):
     return bool(value)
 
 
-def _local(address):
-    """Where this host reaches a service listening on ``address``."""
+def local_address(address):
+    """Where this host reaches a service of its own listening on ``address`` (any address: loopback).
+
+    The one rule: the plan uses it for this host's Prometheus, the monitoring role (filter
+    ``fleet_local_address``) for its own checks of Prometheus and Alertmanager.
+    """
     address = str(address or "").strip()
     return "127.0.0.1" if address in ("", "0.0.0.0", "::", "[::]") else address
+
+
+# What the plan takes for a monitor's Prometheus settings the inventory does not set: the monitoring
+# role's defaults (roles/monitoring/defaults/main.yml; a unit test keeps the two equal).
+MONITORING_DEFAULTS = {
+    "monitoring_prometheus_listen_address": "0.0.0.0",
+    "monitoring_prometheus_port": 9090,
+    "monitoring_prometheus_admin_api": False,
+    "monitoring_scrape_interval": "15s",
+}
+
+
+def _monitoring(hostvars_of_host, name):
+    return hostvars_of_host.get(name, MONITORING_DEFAULTS[name])
 
 
 def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen,
@@ -133,9 +151,9 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
         "secrets_dir": secrets_dir,
         "vip": vips[0] if vips else "",
         "prometheus": {
-            "snapshot": "monitors" in kinds and _truthy(own.get("monitoring_prometheus_admin_api", False)),
-            "url": "http://%s:%s" % (_local(own.get("monitoring_prometheus_listen_address", "0.0.0.0")),
-                                     own.get("monitoring_prometheus_port", 9090)),
-            "scrape_interval": str(own.get("monitoring_scrape_interval", "15s")),
+            "snapshot": "monitors" in kinds and _truthy(_monitoring(own, "monitoring_prometheus_admin_api")),
+            "url": "http://%s:%s" % (local_address(_monitoring(own, "monitoring_prometheus_listen_address")),
+                                     _monitoring(own, "monitoring_prometheus_port")),
+            "scrape_interval": str(_monitoring(own, "monitoring_scrape_interval")),
         },
     }

@@ -161,3 +161,25 @@ def test_the_default_settings_are_valid_and_match_the_role_defaults():
 def test_a_secrets_dir_the_mounts_cannot_use_is_refused_naming_the_variable(secrets_dir):
     problems = _plan.errors(DEFAULT_GROUPS, "/t", "127.0.0.1:8081", secrets_dir)
     assert problems and problems[0].startswith("fleet_plan_secrets_dir must be an absolute directory path"), problems
+
+
+def test_the_plans_fallbacks_for_prometheus_are_the_monitoring_roles_defaults():
+    import yaml
+
+    defaults = yaml.safe_load((ROOT / "roles" / "monitoring" / "defaults" / "main.yml").read_text())
+    assert {name: defaults[name] for name in _plan.MONITORING_DEFAULTS} == _plan.MONITORING_DEFAULTS
+
+
+@pytest.mark.parametrize(("listen", "local"), [("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1"), ("[::]", "127.0.0.1"),
+                                                ("", "127.0.0.1"), ("10.0.0.5", "10.0.0.5")])
+def test_one_rule_finds_a_hosts_own_service_for_the_plan_and_the_monitoring_role(listen, local):
+    assert _plan.local_address(listen) == local
+    plan = _plan.compile_plan("mon", {"monitors": ["mon"]}, {"mon": {"monitoring_prometheus_listen_address": listen}},
+                              {kind: kind for kind in _plan.KINDS}, "/t", "127.0.0.1:8081")
+    assert plan["prometheus"]["url"] == f"http://{local}:9090"
+    assert filters.fleet_local_address(listen) == local
+    # The monitoring role finds its own Prometheus and Alertmanager through the same filter (its Molecule
+    # runs check that it reaches them).
+    role_vars = yaml.safe_load((ROOT / "roles" / "monitoring" / "vars" / "main.yml").read_text())
+    for name in ("_monitoring_prometheus_local", "_monitoring_alertmanager_local"):
+        assert "| fleetops.mcp.fleet_local_address }}" in role_vars[name], name
