@@ -175,10 +175,12 @@ def mcp_lb_clients(clients, rate_per_minute=50, burst=10, max_connections=20):
         raise AnsibleFilterError("invalid load balancer clients: %s" % exc) from exc
 
 
-def fleet_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen, secrets_dir=_plan.SECRETS_DIR):
+def fleet_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen, secrets_dir=_plan.SECRETS_DIR,
+               failover_dir=_plan.FAILOVER_DIR):
     """The fleet plan of one host (see module_utils/_plan.py): the slices the roles read."""
     try:
-        return _plan.compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen, secrets_dir)
+        return _plan.compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen, secrets_dir,
+                                  failover_dir)
     except ValueError as exc:
         raise AnsibleFilterError("cannot compile the fleet plan of %s: %s" % (host, exc)) from exc
 
@@ -188,9 +190,9 @@ def fleet_local_address(address):
     return _plan.local_address(address)
 
 
-def fleet_plan_errors(groups, textfile_dir, status_listen, secrets_dir=_plan.SECRETS_DIR):
+def fleet_plan_errors(groups, textfile_dir, status_listen, secrets_dir=_plan.SECRETS_DIR, failover_dir=_plan.FAILOVER_DIR):
     """Problems in the fleet plan's settings, each naming its variable."""
-    return _plan.errors(groups, textfile_dir, status_listen, secrets_dir)
+    return _plan.errors(groups, textfile_dir, status_listen, secrets_dir, failover_dir)
 
 
 class FilterModule:

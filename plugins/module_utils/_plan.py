@@ -17,6 +17,9 @@ their slice of it instead of each other's variables, paths and group names:
 - ``secrets_dir``: where the MCP servers' secret files are on the Docker
   hosts (``<dir>/<server>/<secret>``): vault_secrets writes them, mcp_server
   mounts them;
+- ``failover_dir``: the load balancers' failover include directory:
+  nginx_lb writes its ``routes.json`` and includes ``<server>.conf`` from it,
+  the failover agent (mcp_failover) writes each ``<server>.conf``;
 - ``vip``: the load balancers' virtual IP without its prefix length (from
   their ``keepalived_virtual_ipaddress``), or empty;
 - ``prometheus``: this host's Prometheus as the backup role reaches it:
@@ -46,11 +49,13 @@ CONFIG_BY_KIND = {
 }
 # Where the MCP servers' secret files are unless fleet_plan_secrets_dir says otherwise.
 SECRETS_DIR = "/etc/fleetops/secrets"
+# The load balancers' failover include directory unless fleet_plan_failover_dir says otherwise.
+FAILOVER_DIR = "/etc/nginx/fleetops-failover"
 GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LISTEN = re.compile(r"^(?P<host>[0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):(?P<port>[0-9]{1,5})$")
 
 
-def errors(groups, textfile_dir, status_listen, secrets_dir=SECRETS_DIR):
+def errors(groups, textfile_dir, status_listen, secrets_dir=SECRETS_DIR, failover_dir=FAILOVER_DIR):
     """Problems in the plan's settings, each naming its variable."""
     out = []
     if not isinstance(groups, dict):
@@ -73,6 +78,9 @@ def errors(groups, textfile_dir, status_listen, secrets_dir=SECRETS_DIR):
     if not isinstance(secrets_dir, str) or not re.match(r"^/[^ ]*[^/ ]$", secrets_dir):
         out.append("fleet_plan_secrets_dir must be an absolute directory path without spaces or a trailing /; got %r"
                    % (secrets_dir,))
+    if not isinstance(failover_dir, str) or not re.match(r"^/[^ ]*[^/ ]$", failover_dir):
+        out.append("fleet_plan_failover_dir must be an absolute directory path without spaces or a trailing /; got %r"
+                   % (failover_dir,))
     match = LISTEN.match(status_listen) if isinstance(status_listen, str) else None
     if not match or not 1 <= int(match.group("port")) <= 65535:
         out.append("fleet_plan_status_listen must be address:port with a port 1-65535 "
@@ -124,9 +132,9 @@ def _monitoring(hostvars_of_host, name):
 
 
 def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen,
-                 secrets_dir=SECRETS_DIR):
+                 secrets_dir=SECRETS_DIR, failover_dir=FAILOVER_DIR):
     """The plan of ``host``, from the inventory (``groups``, ``hostvars``) and the plan's settings."""
-    problems = errors(groups, textfile_dir, status_listen, secrets_dir)
+    problems = errors(groups, textfile_dir, status_listen, secrets_dir, failover_dir)
     if problems:
         raise ValueError("; ".join(problems))
     inventory_groups = inventory_groups or {}
@@ -149,6 +157,7 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
         "textfile_dir": textfile_dir.rstrip("/"),
         "status": {"listen": status_listen, "url": "http://%s" % status_listen},
         "secrets_dir": secrets_dir,
+        "failover_dir": failover_dir,
         "vip": vips[0] if vips else "",
         "prometheus": {
             "snapshot": "monitors" in kinds and _truthy(_monitoring(own, "monitoring_prometheus_admin_api")),

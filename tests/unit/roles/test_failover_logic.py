@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from script_loader import load_script
 
 SCRIPT = Path(__file__).resolve().parents[3] / "roles/mcp_failover/files/fleetops-failover"
@@ -375,3 +377,12 @@ def test_the_daemon_speaks_to_agents_with_pinned_keys_and_reads_unreachable_as_n
     assert argv[-4:] == ["10.0.0.11", "--", "fence", "memory"]
     gone = ff.SshActions(config, run=lambda argv, **_: subprocess.CompletedProcess(argv, 255, "", "no route"))
     assert gone.fence("memory", "dh-1") == "unreachable" and gone.status("memory", "dh-1") is None
+
+
+def test_the_include_directory_comes_from_the_command_line_and_must_be_absolute():
+    assert ff.split_include_dir(["memory", "dh-2"]) == (ff.INCLUDE_DIR, ["memory", "dh-2"])
+    assert ff.split_include_dir(["--include-dir", "/srv/failover/", "memory", "dh-2"]) == ("/srv/failover", ["memory", "dh-2"])
+    for bad in (["--include-dir"], ["--include-dir", "srv/failover"], ["--include-dir", "/srv/../etc"],
+                ["--include-dir", "/srv/fail over"]):
+        with pytest.raises(ff.Refused, match="--include-dir needs an absolute directory path"):
+            ff.split_include_dir(bad)

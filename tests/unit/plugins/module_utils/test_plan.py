@@ -153,8 +153,10 @@ def test_the_default_settings_are_valid_and_match_the_role_defaults():
     defaults = yaml.safe_load((ROOT / "roles" / "fleet_plan" / "defaults" / "main.yml").read_text())
     assert defaults["fleet_plan_groups"] == DEFAULT_GROUPS
     assert _plan.errors(defaults["fleet_plan_groups"], defaults["fleet_plan_textfile_dir"],
-                        defaults["fleet_plan_status_listen"], defaults["fleet_plan_secrets_dir"]) == []
-    assert plan("dh-1")["secrets_dir"] == defaults["fleet_plan_secrets_dir"]
+                        defaults["fleet_plan_status_listen"], defaults["fleet_plan_secrets_dir"],
+                        defaults["fleet_plan_failover_dir"]) == []
+    assert plan("dh-1")["secrets_dir"] == defaults["fleet_plan_secrets_dir"] == _plan.SECRETS_DIR
+    assert plan("dh-1")["failover_dir"] == defaults["fleet_plan_failover_dir"] == _plan.FAILOVER_DIR
 
 
 @pytest.mark.parametrize("secrets_dir", ["etc/secrets", "/etc/secrets/", "/etc/my secrets", None])
@@ -183,3 +185,20 @@ def test_one_rule_finds_a_hosts_own_service_for_the_plan_and_the_monitoring_role
     role_vars = yaml.safe_load((ROOT / "roles" / "monitoring" / "vars" / "main.yml").read_text())
     for name in ("_monitoring_prometheus_local", "_monitoring_alertmanager_local"):
         assert "| fleetops.mcp.fleet_local_address }}" in role_vars[name], name
+
+
+@pytest.mark.parametrize("failover_dir", ["etc/nginx/failover", "/etc/nginx/failover/", "/etc/my failover", None])
+def test_a_failover_dir_nginx_cannot_include_is_refused_naming_the_variable(failover_dir):
+    problems = _plan.errors(DEFAULT_GROUPS, "/t", "127.0.0.1:8081", _plan.SECRETS_DIR, failover_dir)
+    assert problems and problems[0].startswith("fleet_plan_failover_dir must be an absolute directory path"), problems
+
+
+def test_nginx_lb_and_the_failover_agent_take_the_include_directory_from_the_plan():
+    from ansible.template import Templar, trust_as_template
+
+    fleetops_plan = _plan.compile_plan("lb-1", inventory(DEFAULT_GROUPS), HOSTVARS, DEFAULT_GROUPS, "/t",
+                                       "127.0.0.1:8081", _plan.SECRETS_DIR, "/srv/failover")
+    templar = Templar(variables={"fleetops_plan": fleetops_plan})
+    for role, name in (("nginx_lb", "_nginx_lb_failover_dir"), ("mcp_failover", "_mcp_failover_include_dir")):
+        role_vars = yaml.safe_load((ROOT / "roles" / role / "vars" / "main.yml").read_text())
+        assert templar.template(trust_as_template(role_vars[name])) == "/srv/failover", role
