@@ -162,10 +162,14 @@ def test_a_killed_backend_costs_no_call_and_returns_when_restarted():
         texts, failed = [], []
         while time.monotonic() - started < 8:  # more than one fail_timeout (5 s)
             # The official SDK client, sessionless: tools/list, then tools/call, on a new connection.
+            # At most 20 calls (40 requests) a second: bulk-agent's own limit is 100 requests a second
+            # (burst 200), and a loop without a pause went past it (429s, not the dead backend).
+            began = time.monotonic()
             try:
                 texts.append(sdk_call(VIP, "reference-stateless")["content"][0]["text"])
             except Exception as exc:  # noqa: BLE001 - reported below with what the gateway logged
                 failed.append(f"{time.monotonic() - started:.2f} s: {exc!r}")
+            time.sleep(max(0.0, 0.05 - (time.monotonic() - began)))
         records = _records_after(holder, since)
         errors = lb_host(holder).run(f"tail -n +{errors_since + 1} /var/log/nginx/error.log").stdout
         refused = [r for r in records if r["status"] >= 400]
@@ -184,6 +188,7 @@ def test_a_killed_backend_costs_no_call_and_returns_when_restarted():
     seen = set()
     while "ms-1" not in seen and time.monotonic() - back < 15:
         seen.add(sdk_call(VIP, "reference-stateless")["content"][0]["text"].split("/")[0])
+        time.sleep(0.05)
     assert "ms-1" in seen, f"ms-1 not back in rotation after {time.monotonic() - back:.1f} s"
     print(f"restarted backend back in rotation {time.monotonic() - back:.1f} s after it answered MCP again")
 
