@@ -144,6 +144,32 @@ def test_access_log_is_json_with_request_id_client_upstream_and_session_never_th
     assert token() not in full
 
 
+def test_the_access_log_is_rotated_past_its_size_and_nginx_writes_to_the_new_file():
+    lb, log = lb_host("lb-2"), "/var/log/nginx/mcp-access.json"
+    # logrotate runs hourly (log_rotation's timer drop-in), not Debian's daily.
+    assert "OnCalendar=*-*-* *:00:00" in lb.run("systemctl show -p TimersCalendar logrotate.timer").stdout
+    # Past nginx_lb_access_log_max_size (100M): 101 MiB more, as a hole (no disk written).
+    assert lb.run(f"truncate -s +101M {log}").rc == 0
+    pid = nginx_master_pid("lb-2")
+    # What the timer starts, Debian's own unit: every rule in /etc/logrotate.d.
+    result = lb.run("systemctl start logrotate.service")
+    assert result.rc == 0, result.stderr
+    assert lb.file(f"{log}.1").size > 101 * 1024 * 1024
+    assert lb.file(log).size < 1024 * 1024 and lb.file(log).user == "www-data"
+    # nginx reopened its log (USR1), not restarted: the next request is in the new file.
+    c = session("lb-2")
+    whoami(c)
+    deadline = time.monotonic() + 10
+    while c.session_id not in lb.file(log).content_string:
+        assert time.monotonic() < deadline, "the request never reached the new access log"
+        time.sleep(0.5)
+    assert lb.run(f"grep -c {c.session_id} {log}.1").stdout.strip() == "0"
+    assert nginx_master_pid("lb-2") == pid
+    # keepalived's state log has its rule in the same run (its notify script opens the file per line).
+    debug = lb.run("logrotate --debug /etc/logrotate.conf")
+    assert "considering log /var/log/fleetops/keepalived-state.json" in debug.stdout + debug.stderr
+
+
 @pytest.mark.parametrize(
     ("extra_vars", "message"),
     [
