@@ -72,7 +72,8 @@ def items(servers, host, kinds, extra_paths=None, prometheus_url=None, prometheu
         out += volume_items(servers, host, docker_data_root)
     if "monitors" in kinds and prometheus_url:
         out.append({"name": "prometheus-tsdb", "prometheus_snapshot": prometheus_url,
-                    "prometheus_data_dir": prometheus_data_dir or "/var/lib/prometheus/metrics2",
+                    "prometheus_data_dir": prometheus_data_dir
+                    or _plan.MONITORING_DEFAULTS["monitoring_prometheus_data_dir"],
                     "restart": {"stop": ["prometheus"]}})
     names = [i["name"] for i in out]
     if len(names) != len(set(names)):

@@ -24,9 +24,10 @@ their slice of it instead of each other's variables, paths and group names:
   their ``keepalived_virtual_ipaddress``), or empty;
 - ``prometheus``: this host's Prometheus as the backup role reaches it:
   ``snapshot``, whether its admin API allows TSDB snapshots (a monitor with
-  ``monitoring_prometheus_admin_api``), and ``url`` (from
-  ``monitoring_prometheus_listen_address`` and ``monitoring_prometheus_port``)
-  and ``scrape_interval`` (``monitoring_scrape_interval``).
+  ``monitoring_prometheus_admin_api``), ``url`` (from
+  ``monitoring_prometheus_listen_address`` and ``monitoring_prometheus_port``),
+  ``scrape_interval`` (``monitoring_scrape_interval``) and ``data_dir``, where
+  its TSDB is (``monitoring_prometheus_data_dir``).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ MONITORING_DEFAULTS = {
     "monitoring_prometheus_port": 9090,
     "monitoring_prometheus_admin_api": False,
     "monitoring_scrape_interval": "15s",
+    "monitoring_prometheus_data_dir": "/var/lib/prometheus/metrics2",
 }
 
 
@@ -164,5 +166,6 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
             "url": "http://%s:%s" % (local_address(_monitoring(own, "monitoring_prometheus_listen_address")),
                                      _monitoring(own, "monitoring_prometheus_port")),
             "scrape_interval": str(_monitoring(own, "monitoring_scrape_interval")),
+            "data_dir": str(_monitoring(own, "monitoring_prometheus_data_dir")),
         },
     }

@@ -342,12 +342,15 @@ def test_a_stopped_mcp_server_fires_its_alert_in_time_and_alertmanager_delivers_
          "monitoring_scrape_interval must be a Prometheus duration such as 15s or 1h30m; got '5 seconds'"),
         ({"monitoring_mcp_probe_protocol_version": "latest"},
          "monitoring_mcp_probe_protocol_version must be an MCP protocol version such as 2026-07-28; got 'latest'"),
+        ({"monitoring_prometheus_data_dir": "var/lib/tsdb"},
+         "monitoring_prometheus_data_dir must be an absolute directory path (letters, digits, . _ - /, no trailing /);"
+         " got 'var/lib/tsdb'"),
         ({"monitoring_agent_node_exporter_port": 70000},
          "monitoring_agent_node_exporter_port must be a whole number from 1 to 65535; got 70000"),
         ({"grafana_install": True, "grafana_admin_password": "short"},
          "grafana_admin_password is required with grafana_install and must have at least 12 characters"),
     ],
-    ids=["route-receiver", "probe-url", "scrape-interval", "probe-protocol", "exporter-port", "grafana-password"],
+    ids=["route-receiver", "probe-url", "scrape-interval", "probe-protocol", "data-dir", "exporter-port", "grafana-password"],
 )
 def test_bad_inputs_fail_naming_the_variable_and_change_nothing(extra_vars, message):
     mon = container_host(MON)

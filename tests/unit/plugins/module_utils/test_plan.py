@@ -90,6 +90,7 @@ def test_the_roles_group_variables_default_to_the_plans_group_names():
         ("keepalived", "keepalived_check_url"): "http://127.0.0.1:9181/healthz",
         ("nginx_lb", "nginx_lb_status_listen"): "127.0.0.1:9181",
         ("backup", "backup_prometheus_url"): "http://127.0.0.1:9090",
+        ("backup", "backup_prometheus_data_dir"): "/var/lib/prometheus/metrics2",
         ("grafana", "grafana_prometheus_url"): "http://127.0.0.1:9090",
         ("vault_secrets", "vault_secrets_dir"): "/srv/secrets",
         ("mcp_server", "mcp_server_secrets_dir"): "/srv/secrets",
@@ -109,9 +110,13 @@ def test_only_monitors_with_the_admin_api_take_snapshots_and_the_url_follows_the
     assert plan("mon-1", hostvars=hostvars)["prometheus"]["snapshot"] is False
     assert plan("lb-1", hostvars=hostvars)["prometheus"]["snapshot"] is False  # not a monitor
     hostvars["mon-1"] = {"monitoring_prometheus_admin_api": "yes", "monitoring_prometheus_listen_address": "10.0.0.31",
-                         "monitoring_prometheus_port": 9999}
+                         "monitoring_prometheus_port": 9999, "monitoring_prometheus_data_dir": "/srv/tsdb"}
     assert plan("mon-1", hostvars=hostvars)["prometheus"] == {"snapshot": True, "url": "http://10.0.0.31:9999",
-                                                              "scrape_interval": "15s"}
+                                                              "scrape_interval": "15s", "data_dir": "/srv/tsdb"}
+    # The backup role snapshots below the monitor's own data directory, as the plan says.
+    items = _backup.items([], "mon-1", ["monitors"], prometheus_url="http://10.0.0.31:9999",
+                          prometheus_data_dir=plan("mon-1", hostvars=hostvars)["prometheus"]["data_dir"])
+    assert items[-1]["prometheus_data_dir"] == "/srv/tsdb"
 
 
 def test_the_vip_loses_its_prefix_and_two_different_vips_are_refused():
