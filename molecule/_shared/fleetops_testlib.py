@@ -112,16 +112,6 @@ def main_pid(host, unit: str) -> int:
     return int(host.run(f"systemctl show -p MainPID --value {unit}").stdout.strip())
 
 
-def mcp_client_class():
-    """The collection's MCP client, from this checkout."""
-    import sys
-
-    sys.path.insert(0, os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".cache", "collections"))
-    from ansible_collections.fleetops.mcp.plugins.module_utils._mcp_client import MCPClient
-
-    return MCPClient
-
-
 # How sdk_probe's protocols map to the official SDK client's modes.
 SDK_MODES = {"handshake": "legacy", "sessionless": "2026-07-28", "auto": "auto"}
 
