@@ -239,6 +239,21 @@ class SdkSession:
         self.close()
 
 
+def wait_healthy(host, container: str, deadline_s: float = 60) -> None:
+    """Wait until Docker reports ``container`` on the test host ``host`` healthy: its health check made an MCP
+    call to the server inside (for hosts whose published ports the firewall keeps from this machine)."""
+    import time
+
+    end = time.monotonic() + deadline_s
+    status = ""
+    while time.monotonic() < end:
+        status = host.run(f"docker inspect -f '{{{{.State.Health.Status}}}}' {container}").stdout.strip()
+        if status == "healthy":
+            return
+        time.sleep(1)
+    raise AssertionError(f"{container} is {status or 'not running'} after {deadline_s} s")
+
+
 def wait_for_mcp(url: str, deadline_s: float = 60):
     """Wait until ``url`` completes an MCP handshake (official SDK client); return the probe result."""
     import time

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.fleetops.mcp.plugins.module_utils import _backup, _failover, _fleet, _lb_clients, _plan
+from ansible_collections.fleetops.mcp.plugins.module_utils import _backup, _failover, _firewall, _fleet, _lb_clients, _plan
 
 
 def changed_keys(old, new):
@@ -195,6 +195,25 @@ def fleet_plan_errors(groups, textfile_dir, status_listen, secrets_dir=_plan.SEC
     return _plan.errors(groups, textfile_dir, status_listen, secrets_dir, failover_dir)
 
 
+def fleet_firewall_rules(plan, hostvars, operator_cidrs=None, ssh_sources=None, mcp_ports=None, ssh_port=22,
+                         extra_rules=None):
+    """The firewall rules of the host ``plan`` is of, sources resolved to networks (module_utils/_firewall.py)."""
+    try:
+        return _firewall.rules(plan, hostvars, operator_cidrs, ssh_sources, mcp_ports, ssh_port, extra_rules)
+    except ValueError as exc:
+        raise AnsibleFilterError("cannot work out the firewall rules of %s: %s" % (plan.get("host"), exc)) from exc
+
+
+def fleet_firewall_lockout(rules, address, ssh_port):
+    """Why ``rules`` would cut the controller's SSH session from ``address`` (empty when they would not)."""
+    return _firewall.lockout(address, rules, ssh_port) or ""
+
+
+def fleet_firewall_errors(operator_cidrs, ssh_sources, ssh_port, extra_rules, controller_address=""):
+    """Problems in the firewall role's inputs, each naming its variable."""
+    return _firewall.input_errors(operator_cidrs, ssh_sources, ssh_port, extra_rules, controller_address)
+
+
 class FilterModule:
     """fleetops.mcp filters."""
 
@@ -204,6 +223,9 @@ class FilterModule:
             "docker_ulimits": docker_ulimits,
             "docker_volume_spec": docker_volume_spec,
             "fleet_address": fleet_address,
+            "fleet_firewall_errors": fleet_firewall_errors,
+            "fleet_firewall_lockout": fleet_firewall_lockout,
+            "fleet_firewall_rules": fleet_firewall_rules,
             "fleet_local_address": fleet_local_address,
             "fleet_plan": fleet_plan,
             "fleet_plan_errors": fleet_plan_errors,

@@ -27,7 +27,17 @@ their slice of it instead of each other's variables, paths and group names:
   ``monitoring_prometheus_admin_api``), ``url`` (from
   ``monitoring_prometheus_listen_address`` and ``monitoring_prometheus_port``),
   ``scrape_interval`` (``monitoring_scrape_interval``) and ``data_dir``, where
-  its TSDB is (``monitoring_prometheus_data_dir``).
+  its TSDB is (``monitoring_prometheus_data_dir``);
+- ``failover_controllers``: the hosts that run the failover daemon
+  (``mcp_failover_controller``, else the first monitor);
+- ``firewall``: what this host listens on and who may connect, for the
+  firewall role: a list of ``{name, proto, ports, from}``, ``from`` being
+  tokens (kinds, ``fleet``, ``failover_controllers``, ``operators``,
+  ``ssh_sources``, ``any``) that the role resolves to addresses. ``ssh: true``
+  stands for the firewall's SSH port, ``mcp: true`` for the host ports of
+  the MCP servers the host publishes (the fleet model's); the ports of the
+  other services are the owning roles' (``PORT_DEFAULTS`` where the
+  inventory does not set them).
 """
 
 from __future__ import annotations
@@ -133,6 +143,67 @@ def _monitoring(hostvars_of_host, name):
     return hostvars_of_host.get(name, MONITORING_DEFAULTS[name])
 
 
+# The ports (and switches) the plan takes for the services other roles run, where the inventory does not
+# set them: those roles' defaults (a unit test keeps them equal).
+PORT_DEFAULTS = {
+    "monitoring_agent_node_exporter_port": 9100,
+    "monitoring_agent_nginx_exporter_port": 9113,
+    "nginx_lb_listen_port": 80,
+    "nginx_lb_tls_port": 443,
+    "monitoring_prometheus_port": 9090,
+    "monitoring_alertmanager_port": 9093,
+    "monitoring_blackbox_port": 9115,
+    "grafana_install": True,
+    "grafana_http_port": 3000,
+    "vault_server_port": 8200,
+    "vault_server_cluster_port": 8201,
+}
+
+
+def _port(hostvars_of_host, name):
+    return int(hostvars_of_host.get(name, PORT_DEFAULTS[name]))
+
+
+def firewall_services(kinds, own):
+    """What a host of ``kinds`` listens on (``own``: its hostvars) and who may connect (see the module doc)."""
+    out = [{"name": "node-exporter", "proto": "tcp", "ports": [_port(own, "monitoring_agent_node_exporter_port")],
+            "from": ["monitors"]}]
+    # SSH: the operators, and the fleet's own SSH traffic: backup copies to
+    # the backup hosts, replication between Docker hosts, the failover
+    # daemon's agents on the Docker hosts and load balancers.
+    ssh = ["ssh_sources"]
+    if "backup_hosts" in kinds:
+        ssh += ["fleet"]
+    if "docker_hosts" in kinds:
+        ssh += ["docker_hosts", "failover_controllers"]
+    if "load_balancers" in kinds:
+        ssh += ["failover_controllers"]
+    out.append({"name": "ssh", "proto": "tcp", "ssh": True, "from": list(dict.fromkeys(ssh))})
+    if "docker_hosts" in kinds:
+        out.append({"name": "mcp-servers", "proto": "tcp", "mcp": True,
+                    "from": ["load_balancers", "monitors", "failover_controllers"]})
+    if "load_balancers" in kinds:
+        out += [{"name": "mcp-gateway", "proto": "tcp", "from": ["any"],
+                 "ports": sorted({_port(own, "nginx_lb_tls_port"), _port(own, "nginx_lb_listen_port")})},
+                {"name": "nginx-exporter", "proto": "tcp", "from": ["monitors"],
+                 "ports": [_port(own, "monitoring_agent_nginx_exporter_port")]},
+                {"name": "vrrp", "proto": "vrrp", "ports": [], "from": ["load_balancers"]}]
+    if "monitors" in kinds:
+        out += [{"name": name, "proto": "tcp", "ports": [_port(own, var)], "from": ["monitors", "operators"]}
+                for name, var in (("prometheus", "monitoring_prometheus_port"),
+                                  ("alertmanager", "monitoring_alertmanager_port"),
+                                  ("blackbox-exporter", "monitoring_blackbox_port"))]
+        if _truthy(own.get("grafana_install", PORT_DEFAULTS["grafana_install"])):
+            out.append({"name": "grafana", "proto": "tcp", "ports": [_port(own, "grafana_http_port")],
+                        "from": ["monitors", "operators"]})
+    if "vault_servers" in kinds:
+        out += [{"name": "vault", "proto": "tcp", "ports": [_port(own, "vault_server_port")],
+                 "from": ["fleet", "operators"]},
+                {"name": "vault-cluster", "proto": "tcp", "ports": [_port(own, "vault_server_cluster_port")],
+                 "from": ["vault_servers"]}]
+    return out
+
+
 def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen,
                  secrets_dir=SECRETS_DIR, failover_dir=FAILOVER_DIR):
     """The plan of ``host``, from the inventory (``groups``, ``hostvars``) and the plan's settings."""
@@ -151,6 +222,7 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
                          % (groups["load_balancers"], ", ".join(vips)))
     kinds = [kind for kind in KINDS if host in members[kind]]
     own = hostvars.get(host) or {}
+    controller = str(own.get("mcp_failover_controller") or "").strip() or next(iter(members["monitors"]), "")
     return {
         "host": host,
         "groups": {kind: groups[kind] for kind in KINDS},
@@ -168,4 +240,6 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
             "scrape_interval": str(_monitoring(own, "monitoring_scrape_interval")),
             "data_dir": str(_monitoring(own, "monitoring_prometheus_data_dir")),
         },
+        "failover_controllers": [controller] if controller else [],
+        "firewall": firewall_services(kinds, own) if kinds else [],
     }

@@ -8,8 +8,9 @@
 # Usage: tests/harness/setup-host.sh [packages|dockerd|aptcache|promtool ...] (default: all)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# logrotate: the log_rotation unit tests run real rotations with it.
-HOST_PACKAGES=(docker.io debootstrap apt-cacher-ng python3-venv make curl logrotate)
+# logrotate: the log_rotation unit tests run real rotations with it; nftables:
+# the firewall unit tests check the rendered table with nft -c.
+HOST_PACKAGES=(docker.io debootstrap apt-cacher-ng python3-venv make curl logrotate nftables)
 # npm fetches the npm MCP servers for the test images; only the
 # package files are used (they run on the image's Node.js), so Debian's npm
 # does, but a machine that already has npm keeps its own.

@@ -14,7 +14,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from fleetops_testlib import container_host, container_ip, wait_for_mcp
+from fleetops_testlib import container_host, container_ip, wait_healthy
 from lbha import CA, VIP, discover_body, discover_headers, lb_host, raw, sdk_call, tls_context, token, url, vip_state_changes
 
 STATELESS = "/mcp/reference-stateless"
@@ -183,7 +183,7 @@ def test_a_killed_backend_costs_no_call_and_returns_when_restarted():
         assert 1 <= len(tried_dead) <= 2, tried_dead
     finally:
         assert docker.run("docker start mcp-reference-stateless-1").rc == 0
-    wait_for_mcp(f"http://{container_ip('ms-1')}:18090/mcp")
+    wait_healthy(docker, "mcp-reference-stateless-1")
     back = time.monotonic()
     seen = set()
     while "ms-1" not in seen and time.monotonic() - back < 15:

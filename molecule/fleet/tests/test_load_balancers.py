@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fleetops_testlib import container_host, container_ip, run_playbook, wait_for_mcp
+from fleetops_testlib import container_host, container_ip, run_playbook, wait_healthy
 from lbha import (
     LBS, VIP, lb_host, nginx_master_pid, raw, raw_session, sdk_call, session,
     tls_context, token, url, whoami,
@@ -127,8 +127,7 @@ def test_a_session_on_a_stopped_backend_gets_404_and_a_new_session_works():
         assert whoami(fresh) != backend
     finally:
         assert docker.run(f"docker start {container}").rc == 0
-    port = 18080 if container.endswith("-1") else 18081
-    wait_for_mcp(f"http://{container_ip(host)}:{port}/mcp")
+    wait_healthy(docker, container)
 
 
 def test_access_log_is_json_with_request_id_client_upstream_and_session_never_the_token():

@@ -2,18 +2,17 @@
 
 These run first in this scenario (file order), on the Docker hosts the MCP
 servers run on: the docker_host role is converged here with the demo's
-settings (inventories/local/group_vars/docker_hosts.yml), where the firewall
-admits the MCP servers' published ports and node_exporter's 9100 only.
+settings (inventories/local/group_vars/docker_hosts.yml). The host firewall
+is the firewall role's, proven in the fleet scenario (tests/test_firewall.py).
 """
 
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
-from fleetops_testlib import container_host, container_ip, docker_inspect, http_get, main_pid, run_playbook, tcp_outcome
+from fleetops_testlib import container_host, docker_inspect, http_get, main_pid, run_playbook
 
 IMAGE = "fleetops-test/busybox:1"
 
@@ -114,43 +113,6 @@ def test_published_ports_use_dnat_not_docker_proxy(host, docker):
     assert host.run("pgrep -x docker-proxy").rc == 1
 
 
-def test_firewall_admits_declared_ports_only(host, docker):
-    address = container_ip(host.backend.get_hostname())
-    # 9100 is declared (node_exporter's, not installed in this scenario), 9090 is not.
-    host.run("systemctl stop fo-listen-9100 fo-listen-9090")
-    # A closed declared port is refused, not dropped: the firewall admits it.
-    assert tcp_outcome(address, 9100) == "refused"
-    for port in (9100, 9090):
-        sh(host, f"systemd-run --unit fo-listen-{port} python3 -m http.server {port} --directory /etc")
-    # A published container port that no MCP server declares.
-    docker("fo-web-9091", "-p 9091:80", "httpd -f -p 80 -h /etc")
-    time.sleep(1)
-    try:
-        # Every service answers from inside the host ...
-        for port in (9100, 9090, 9091, 18080):
-            assert host.run(f"python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), 2)'").rc == 0
-        # ... but from the network only the declared ports do: the host
-        # service on 9100 and the MCP server published on 18080.
-        assert http_get(address, 9100).startswith(b"HTTP/1.0 200")
-        assert http_status(address, 18080) in (b"200", b"403", b"404")
-        assert tcp_outcome(address, 9090) == "timeout"
-        assert tcp_outcome(address, 9091) == "timeout"
-    finally:
-        host.run("systemctl stop fo-listen-9100 fo-listen-9090")
-
-
-def test_nftables_reload_keeps_docker_rules(host):
-    sh(host, "systemctl reload nftables")
-    address = container_ip(host.backend.get_hostname())
-    # The published MCP server still answers from the network (Docker's DNAT
-    # rules survived the reload) ...
-    assert http_status(address, 18080) in (b"200", b"403", b"404")
-    assert "DOCKER" in sh(host, "nft list ruleset")
-    # ... and kept the drop for what is not declared: nothing listens on
-    # 9090, so without the firewall the host would refuse, not time out.
-    assert tcp_outcome(address, 9090) == "timeout"
-
-
 def test_daemon_restart_leaves_containers_running(host, docker):
     docker("fo-survivor", "")
     before = inspect(host, "fo-survivor")["State"]
@@ -169,7 +131,6 @@ def dockerd_pid(host) -> int:
     ("extra_vars", "field"),
     [
         ({"docker_host_log_max_size": "lots"}, "docker_host_log_max_size"),
-        ({"docker_host_firewall_allowed_tcp_ports": [8080, 70000]}, "docker_host_firewall_allowed_tcp_ports"),
         ({"docker_host_default_ulimits": {"nofile": {"soft": 10, "hard": 5}}}, "docker_host_default_ulimits.nofile"),
         ({"docker_host_install_source": "tarball"}, "docker_host_install_source"),
         ({"docker_host_log_max_file": "three"}, "docker_host_log_max_file"),

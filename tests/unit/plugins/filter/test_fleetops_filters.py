@@ -23,6 +23,7 @@ def test_filters_are_registered():
         "changed_keys", "docker_ulimits", "docker_volume_spec", "mcp_fleet", "mcp_fleet_errors", "mcp_host_ports",
         "mcp_lb_backends", "mcp_lb_routes", "mcp_lb_client_errors", "mcp_lb_clients", "mcp_scrape_targets", "mcp_backup_items",
         "mcp_failover_active", "mcp_failover_routes", "mcp_failover_agent_config", "mcp_failover_daemon_config",
+        "fleet_firewall_errors", "fleet_firewall_rules", "fleet_firewall_lockout",
         "fleet_address", "fleet_local_address", "fleet_plan", "fleet_plan_errors", "mcp_gateway_routes",
         "mcp_probe_targets",
     }

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ansible_collections.fleetops.mcp.plugins.filter import fleetops as filters
-from ansible_collections.fleetops.mcp.plugins.module_utils import _backup, _fleet, _plan
+from ansible_collections.fleetops.mcp.plugins.module_utils import _backup, _firewall, _fleet, _plan
 
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 DEFAULT_GROUPS = {kind: kind for kind in _plan.KINDS}
@@ -60,6 +60,8 @@ def fleet(names):
             "peers": sorted(set(groups[p["groups"]["load_balancers"]]) - {host}),
             "controller": p["members"]["monitors"][0],
             "vip": p["vip"],
+            "firewall": _firewall.rules(p, HOSTVARS, ["192.0.2.0/24"], ["198.51.100.0/24"],
+                                        _fleet.host_ports(SERVERS, host)),
         }
     return out
 
@@ -70,6 +72,9 @@ def test_renamed_groups_plan_the_same_routes_targets_backups_and_peers():
     assert default["lb-1"]["peers"] == ["lb-2"] and default["dh-1"]["kinds"] == ["docker_hosts"]
     assert [i["name"] for i in default["dh-1"]["backup"]] == ["docker-host-config", "volume-notes-notes-data"]
     assert default["mon-1"]["backup"][-1]["prometheus_snapshot"] == "http://127.0.0.1:9090"
+    # The firewall sources are the renamed groups' members all the same.
+    mcp = next(r for r in default["dh-1"]["firewall"] if r["name"] == "mcp-servers")
+    assert mcp["v4"] == ["10.0.0.21/32", "10.0.0.22/32", "10.0.0.31/32"] and mcp["ports"] == [18080, 18081, 18200]
     assert plan("dh-1", RENAMED)["groups"]["docker_hosts"] == "mcp_nodes"
 
 
