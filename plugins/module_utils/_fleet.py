@@ -209,7 +209,9 @@ def _check_one(where, server, errors):
     if _int_in(server.get("stop_grace_period", DEFAULTS["stop_grace_period"]), 1, 3600) is None:
         errors.append("%s: stop_grace_period %r must be whole seconds from 1 to 3600" % (where, server.get("stop_grace_period")))
     user = str(server.get("user", DEFAULTS["user"]))
-    if user.split(":", 1)[0] in ("", "0", "root"):
+    uid = user.split(":", 1)[0].strip()
+    # The engine reads "00", "+0" and "0000" as uid 0 too.
+    if uid in ("", "root") or (re.match(r"^[+-]?[0-9]+$", uid) and int(uid) == 0):
         errors.append("%s: user %r is root; MCP servers run as a non-root user" % (where, user))
     elif server.get("secrets") and not re.match(r"^[0-9]+(:[0-9]+)?$", user):
         errors.append("%s: user %r must be a numeric uid[:gid] when secrets are mounted (they are owned by it)" % (where, user))
