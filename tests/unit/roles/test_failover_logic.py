@@ -200,6 +200,32 @@ def test_fence_stops_and_confirms(tmp_path):
     assert ff.agent_handle(["fence", "memory"], agent_config(tmp_path), run=Stuck())["result"] == "failed"
 
 
+def test_a_docker_error_is_a_failed_fence_never_a_stopped_one(tmp_path):
+    import subprocess
+
+    class NoDaemon(FakeHost):
+        def __call__(self, argv, **kw):
+            if argv[0] == "docker":
+                self.calls.append(argv)
+                return subprocess.CompletedProcess(argv, 1, "", "Cannot connect to the Docker daemon at "
+                                                   "unix:///var/run/docker.sock. Is the docker daemon running?")
+            return super().__call__(argv, **kw)
+
+    answer = ff.agent_handle(["fence", "memory"], agent_config(tmp_path), run=NoDaemon(running=True))
+    assert answer["result"] == "failed" and "Cannot connect to the Docker daemon" in answer["error"]
+    status = ff.agent_handle(["status", "memory"], agent_config(tmp_path), run=NoDaemon(running=True))
+    assert status["running"] is None and "Cannot connect" in status["error"]
+
+    class Gone(FakeHost):
+        def __call__(self, argv, **kw):
+            if argv[:2] == ["docker", "inspect"]:
+                return subprocess.CompletedProcess(argv, 1, "", "Error: No such object: mcp-memory-1")
+            return super().__call__(argv, **kw)
+
+    # A container that no longer exists does not serve: that fence did stop it.
+    assert ff.agent_handle(["fence", "memory"], agent_config(tmp_path), run=Gone())["result"] == "stopped"
+
+
 def test_promote_installs_the_complete_replica_then_waits_for_mcp(tmp_path):
     config = agent_config(tmp_path)
     (tmp_path / "volume").mkdir()
@@ -377,6 +403,10 @@ def test_the_daemon_speaks_to_agents_with_pinned_keys_and_reads_unreachable_as_n
     assert argv[-4:] == ["10.0.0.11", "--", "fence", "memory"]
     gone = ff.SshActions(config, run=lambda argv, **_: subprocess.CompletedProcess(argv, 255, "", "no route"))
     assert gone.fence("memory", "dh-1") == "unreachable" and gone.status("memory", "dh-1") is None
+    # An agent whose docker failed answers running: null with a failed fence; neither is "stopped".
+    broken = ff.SshActions(config, run=lambda argv, **_: subprocess.CompletedProcess(
+        argv, 0, '{"result": "failed", "running": null, "error": "docker failed: no daemon"}\n', ""))
+    assert broken.fence("memory", "dh-1") == "failed" and broken.status("memory", "dh-1") is None
 
 
 def test_the_include_directory_comes_from_the_command_line_and_must_be_absolute():
