@@ -13,7 +13,7 @@ import time
 import uuid
 
 import pytest
-from fleetops_testlib import container_host, run_playbook
+from fleetops_testlib import container_host, container_ip, run_playbook
 from memory_graph import recalled, remember
 
 DH, LB, BK = "bf-dh-1", "bf-lb-1", "bf-bk"
@@ -181,8 +181,11 @@ def test_restore_refuses_an_archive_path_or_an_item_that_is_not_a_name(extra_var
         ({"backup_calendar": "every night"}, "backup_calendar 'every night' is not a systemd calendar expression"),
         ({"backup_keep_count": 0}, "backup_keep_count must be a whole number from 1 to 1000; got 0"),
         ({"backup_copy_host": "nowhere"}, "backup_copy_host must name another host of the inventory (got 'nowhere')"),
+        ({"backup_copy_keep_count": 0}, "backup_copy_keep_count must be a whole number from 1 to 1000; got 0"),
+        ({"backup_copy_prune_calendar": "often"},
+         "backup_copy_prune_calendar 'often' is not a systemd calendar expression"),
     ],
-    ids=["calendar", "keep-count", "copy-host"],
+    ids=["calendar", "keep-count", "copy-host", "copy-keep-count", "prune-calendar"],
 )
 def test_bad_inputs_fail_naming_the_variable(extra_vars, message):
     dh = container_host(DH)
@@ -192,3 +195,49 @@ def test_bad_inputs_fail_naming_the_variable(extra_vars, message):
     assert result.returncode != 0
     assert message in output, output[-3000:]
     assert dh.file("/etc/fleetops/backup.json").content_string == config
+
+
+SSH_DIR = "/etc/fleetops/backup-ssh"
+
+
+def push(host, key: str, source: str, extra: str = "") -> object:
+    """rsync from ``host`` to its directory on the backup host with ``key``, as the backup service does."""
+    ssh = (f"ssh -i {key} -o UserKnownHostsFile={SSH_DIR}/known_hosts -o StrictHostKeyChecking=yes "
+           "-o BatchMode=yes -o ConnectTimeout=10")
+    return host.run(f"rsync -r {extra} -e '{ssh}' {source} fleetops-backup@{container_ip(BK)}:")
+
+
+def test_the_backup_host_is_append_only_for_sources_and_keeps_its_own_count():
+    lb, dh, bk = container_host(LB), container_host(DH), container_host(BK)
+    received = f"/srv/fleetops-backups/{LB}"
+
+    def archives():
+        return sorted(n for n in bk.run(f"ls {received}").stdout.split() if n.endswith(".tar.gz"))
+
+    for _ in range(8):  # more than the backup host keeps (backup_keep_count 5)
+        if len(archives()) > 5:
+            break
+        run_backup(lb)
+        time.sleep(1.1)  # archive names are stamped to the second
+    before = archives()
+    assert len(before) > 5, before
+    # A source cannot delete there: rrsync refuses --delete ...
+    assert lb.run("mkdir -p /tmp/fo-empty").rc == 0
+    refused = push(lb, f"{SSH_DIR}/id_ed25519", "/tmp/fo-empty/", "--delete")
+    assert refused.rc != 0 and "delete" in (refused.stderr + refused.stdout).lower(), refused.stderr
+    assert archives() == before
+    # ... and its key works from its own address only: the load balancer's key on another host is refused.
+    key = lb.file(f"{SSH_DIR}/id_ed25519").content_string
+    assert dh.run(f"install -m 0600 /dev/null /tmp/fo-lb-key && printf '%s' '{key}' > /tmp/fo-lb-key").rc == 0
+    try:
+        stolen = push(dh, "/tmp/fo-lb-key", "/etc/hostname")
+        assert stolen.rc != 0, stolen.stdout
+    finally:
+        dh.run("rm -f /tmp/fo-lb-key")
+    assert archives() == before
+    # The backup host's own retention keeps the newest backup_copy_keep_count (5), with their manifests.
+    pruned = bk.run("systemctl start fleetops-backup-prune.service")
+    assert pruned.rc == 0, bk.run("journalctl -u fleetops-backup-prune.service -n 20 --no-pager").stdout
+    assert archives() == before[-5:]
+    manifests = sorted(n for n in bk.run(f"ls {received}").stdout.split() if n.endswith(".manifest.json"))
+    assert manifests == [n.replace(".tar.gz", ".manifest.json") for n in before[-5:]]

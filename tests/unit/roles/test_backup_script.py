@@ -160,6 +160,42 @@ def test_retention_keeps_the_newest_by_count_and_age(site):
     assert len(fb.list_archives(site["config"]["archive_dir"])) == 1
 
 
+def test_prune_removes_what_a_dead_run_left_once_it_is_old_and_keeps_what_may_still_arrive(site):
+    now = 1_800_000_000
+    fb.run_backup(site["config"], now=now, runner=site["runner"])
+    backups = Path(site["config"]["archive_dir"])
+    old = now - 2 * fb.ORPHAN_GRACE_SECONDS
+    left_behind = {
+        "dh-1-20260101T000000Z.tar.gz": old,           # an archive whose manifest was never written
+        "dh-1-20260102T000000Z.manifest.json": old,     # a manifest whose archive never arrived
+        "dh-1-20260103T000000Z.tar.gz.partial": old,    # a run that died writing
+        "dh-1-20270115T000000Z.manifest.json": now,     # arriving now: its archive may follow
+        "pre-restore-20260104T000000Z.tar.gz": old,     # what a restore kept: not the run's
+    }
+    for name, mtime in left_behind.items():
+        (backups / name).write_text("{}" if name.endswith(".json") else "x")
+        os.utime(backups / name, (mtime, mtime))
+    removed = fb.prune(site["config"], now=now)
+    assert sorted(Path(r).name for r in removed) == sorted(list(left_behind)[:3])
+    assert {p.name for p in backups.iterdir()} >= set(list(left_behind)[3:])
+    assert len([p for p in backups.iterdir() if p.name.endswith(".tar.gz") and not p.name.startswith("pre-")]) == 1
+
+
+def test_the_backup_host_applies_the_retention_in_each_sources_directory(site, tmp_path):
+    day = 86400
+    received = tmp_path / "received"
+    for host in ("dh-1", "lb-1"):
+        config = dict(site["config"], host=host, archive_dir=str(received / host))
+        for offset in range(5):
+            fb.run_backup(config, now=1_800_000_000 - offset * day, runner=site["runner"])
+    (received / "stray-file").write_text("not a source directory")
+    removed = fb.prune_received(str(received), keep_count=2, keep_days=30, now=1_800_000_000)
+    assert {host: len(paths) for host, paths in removed.items()} == {"dh-1": 3, "lb-1": 3}
+    for host in ("dh-1", "lb-1"):
+        assert [e["created"] for e in fb.list_archives(str(received / host))] == [1_800_000_000, 1_800_000_000 - day]
+    assert fb.main(["prune-received", str(received), "--keep-count", "0", "--keep-days", "3"]) == 2
+
+
 def test_metrics_record_success_and_keep_the_last_success_time_after_a_failure(site):
     fb.write_metrics(site["config"], True, 100.0, 103.5, 4096)
     fb.write_metrics(site["config"], False, 200.0, 201.0, None)
