@@ -192,9 +192,10 @@ def lockout(address, rule_list, ssh_port):
         return "firewall_controller_address must be an IP address; got %r" % address
     ssh_port = int(ssh_port)
     for rule in rule_list:
-        if rule["proto"] != "tcp" or ssh_port not in rule["ports"] or rule["forward"]:
+        if rule["proto"] != "tcp" or ssh_port not in rule["ports"]:
             continue
         if rule["any"] or any(ip in ipaddress.ip_network(n) for n in rule["v%d" % ip.version]):
             return None
-    return ("firewall_ssh_sources would cut off the controller's own SSH session from %s: add that address "
-            "(or its network) to firewall_ssh_sources, or run from an address it admits" % address)
+    return ("firewall_ssh_sources would cut off the controller's own SSH session from %s to port %d: add that "
+            "address (or its network) to firewall_ssh_sources, or run from an address it admits (and keep "
+            "firewall_ssh_port the port sshd listens on)" % (address, ssh_port))

@@ -222,7 +222,11 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
                          % (groups["load_balancers"], ", ".join(vips)))
     kinds = [kind for kind in KINDS if host in members[kind]]
     own = hostvars.get(host) or {}
-    controller = str(own.get("mcp_failover_controller") or "").strip() or next(iter(members["monitors"]), "")
+    # A failover controller only where some server fails over; mcp_failover_controller must be visible to
+    # every host (group_vars/all), since each host's firewall admits it.
+    fails_over = any(isinstance(s, dict) and s.get("failover") for s in own.get("fleetops_mcp_servers") or [])
+    controller = ((str(own.get("mcp_failover_controller") or "").strip() or next(iter(members["monitors"]), ""))
+                  if fails_over else "")
     return {
         "host": host,
         "groups": {kind: groups[kind] for kind in KINDS},

@@ -122,6 +122,24 @@ def test_the_fleets_own_hosts_reach_what_they_need():
     assert outcomes("lb-1", [f"{ip['mon-1']}:9090"]) == {f"{ip['mon-1']}:9090": "timeout"}
 
 
+def test_a_stopped_replicas_port_refuses_the_load_balancer_at_once_and_still_drops_a_neighbour(client):
+    from fleetops_testlib import wait_healthy
+
+    ms = container_host("ms-1")
+    port = int(ms.run("docker port mcp-reference-2 8080/tcp").stdout.split(":")[-1])
+    target = f"{container_ip('ms-1')}:{port}"
+    assert ms.run("docker stop -t 1 mcp-reference-2").rc == 0
+    try:
+        # Docker has no DNAT for a stopped container: the host itself answers, refusing whom it admits
+        # (nginx moves on to the next replica at once) and dropping anyone else.
+        assert outcomes("lb-1", [target]) == {target: "refused"}
+        assert outcomes(client, [target]) == {target: "timeout"}
+    finally:
+        assert ms.run("docker start mcp-reference-2").rc == 0
+    wait_healthy(ms, "mcp-reference-2")
+    assert outcomes("lb-1", [target]) == {target: "open"}
+
+
 def test_an_nftables_reload_keeps_dockers_rules_and_the_filter():
     ms = container_host("ms-1")
     assert ms.run("systemctl reload nftables").rc == 0
@@ -145,8 +163,8 @@ def test_a_rule_set_that_would_cut_the_controllers_ssh_session_is_refused_before
                                       "firewall_ssh_sources": ["10.99.0.0/24"]})
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert ("firewall_ssh_sources would cut off the controller's own SSH session from 172.30.214.1: add that "
-            "address (or its network) to firewall_ssh_sources") in " ".join(output.split()), output[-3000:]
+    assert ("firewall_ssh_sources would cut off the controller's own SSH session from 172.30.214.1 to port 22: add "
+            "that address (or its network) to firewall_ssh_sources") in " ".join(output.split()), output[-3000:]
     assert "changed=0" in output
     assert fleet_rules("bk-1") == before
 

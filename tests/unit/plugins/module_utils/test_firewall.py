@@ -26,6 +26,10 @@ HOSTVARS = {
 INVENTORY = {"docker_hosts": ["dh-1", "dh-2"], "load_balancers": ["lb-1", "lb-2"], "monitors": ["mon-1"],
              "backup_hosts": ["bk-1"], "vault_servers": []}
 SERVERS = [{"name": "reference", "image": "r:1", "host_port": 18080, "replicas": 2}]
+# A fleet with a failover server: its controller (the first monitor unless mcp_failover_controller says
+# otherwise) probes the MCP ports and drives the agents over SSH.
+FAILOVER = SERVERS + [{"name": "memory", "image": "m:1", "host_port": 18300, "hosts": ["dh-1", "dh-2"],
+                       "failover": {"primary": "dh-1", "standby": "dh-2"}}]
 OPERATORS = ["192.0.2.0/24", "2001:db8::/64"]
 
 
@@ -39,14 +43,22 @@ def rules(host, ssh_sources=(), hostvars=HOSTVARS, extra=None):
                                                   _fleet.host_ports(SERVERS, host), 22, extra)}
 
 
+def with_failover(controller=None):
+    extra = {"fleetops_mcp_servers": FAILOVER, **({"mcp_failover_controller": controller} if controller else {})}
+    return {host: dict(v, **extra) for host, v in HOSTVARS.items()}
+
+
 def test_mcp_host_ports_admit_the_load_balancers_monitors_and_controller_only():
     mcp = rules("dh-1")["mcp-servers"]
     assert mcp["forward"] is True and mcp["any"] is False
     assert mcp["ports"] == [18080, 18081]
     assert mcp["v4"] == ["10.0.0.21/32", "10.0.0.22/32", "10.0.0.31/32"] and mcp["v6"] == []
-    # A controller outside the monitors is admitted too.
-    moved = dict(HOSTVARS, **{host: dict(v, mcp_failover_controller="bk-1") for host, v in HOSTVARS.items()})
-    assert "10.0.0.41/32" in rules("dh-1", hostvars=moved)["mcp-servers"]["v4"]
+    # A controller outside the monitors is admitted too, where a server fails over.
+    assert plan("dh-1")["failover_controllers"] == []
+    assert plan("dh-1", with_failover())["failover_controllers"] == ["mon-1"]
+    assert "10.0.0.41/32" in rules("dh-1", hostvars=with_failover("bk-1"))["mcp-servers"]["v4"]
+    assert "10.0.0.41/32" not in rules("dh-1", hostvars=dict(
+        HOSTVARS, **{h: dict(v, mcp_failover_controller="bk-1") for h, v in HOSTVARS.items()}))["mcp-servers"]["v4"]
     # A Docker host without MCP servers has no MCP rule; other hosts never do.
     assert "mcp-servers" not in rules("dh-2") or rules("dh-2")["mcp-servers"]["ports"]
     assert "mcp-servers" not in rules("lb-1")
@@ -83,8 +95,13 @@ def test_ssh_is_open_when_no_sources_are_set_and_otherwise_admits_the_fleets_own
     ssh = ["198.51.100.7/32"]
     assert rules("bk-1", ssh)["ssh"]["v4"] == ["10.0.0.11/32", "10.0.0.12/32", "10.0.0.21/32", "10.0.0.22/32",
                                               "10.0.0.31/32", "10.0.0.41/32", "198.51.100.7/32"]
-    assert rules("dh-1", ssh)["ssh"]["v4"] == ["10.0.0.11/32", "10.0.0.12/32", "10.0.0.31/32", "198.51.100.7/32"]
-    assert rules("lb-1", ssh)["ssh"]["v4"] == ["10.0.0.31/32", "198.51.100.7/32"]
+    assert rules("dh-1", ssh)["ssh"]["v4"] == ["10.0.0.11/32", "10.0.0.12/32", "198.51.100.7/32"]
+    assert rules("lb-1", ssh)["ssh"]["v4"] == ["198.51.100.7/32"]
+    # The failover controller drives the agents on the Docker hosts and load balancers over SSH.
+    failover = with_failover()
+    assert rules("dh-1", ssh, failover)["ssh"]["v4"] == ["10.0.0.11/32", "10.0.0.12/32", "10.0.0.31/32",
+                                                         "198.51.100.7/32"]
+    assert rules("lb-1", ssh, failover)["ssh"]["v4"] == ["10.0.0.31/32", "198.51.100.7/32"]
     assert rules("mon-1", ssh)["ssh"]["v4"] == ["198.51.100.7/32"]
 
 
@@ -122,9 +139,11 @@ def test_a_rule_set_that_would_cut_the_controllers_ssh_session_is_named():
     assert _firewall.lockout("198.51.100.20", closed, 22) is None
     assert _firewall.lockout("", closed, 22) is None  # not an SSH connection: nothing to check
     why = _firewall.lockout("203.0.113.9", closed, 22)
-    assert why.startswith("firewall_ssh_sources would cut off the controller's own SSH session from 203.0.113.9")
-    # Another port admitted from the controller is no SSH.
-    assert _firewall.lockout("203.0.113.9", closed, 2222) is not None
+    assert why.startswith("firewall_ssh_sources would cut off the controller's own SSH session from 203.0.113.9 "
+                          "to port 22")
+    # A session on another port than firewall_ssh_port is cut whoever it comes from.
+    assert _firewall.lockout("198.51.100.20", closed, 2222) is not None
+    assert _firewall.lockout("203.0.113.9", open_ssh, 2222) is not None
     assert filters.fleet_firewall_lockout(closed, "198.51.100.20", 22) == ""
 
 
@@ -155,6 +174,9 @@ def test_the_rendered_table_is_valid_nftables(host, tmp_path):
     if host == "dh-1":
         assert ("ct status dnat ip saddr { 10.0.0.21/32, 10.0.0.22/32, 10.0.0.31/32 } meta l4proto tcp "
                 "ct original proto-dst { 18080, 18081 } accept") in text
+        # The same sources on the input hook: a stopped container's port refuses them at once.
+        assert ("ip saddr { 10.0.0.21/32, 10.0.0.22/32, 10.0.0.31/32 } tcp dport { 18080, 18081 } accept "
+                'comment "mcp-servers') in text
     if host == "lb-1":
         assert "ip saddr { 10.0.0.21/32, 10.0.0.22/32 } meta l4proto 112 accept" in text
         assert 'tcp dport { 80, 443 } accept comment "mcp-gateway from anywhere"' in text

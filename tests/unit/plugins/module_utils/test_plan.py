@@ -100,7 +100,10 @@ def test_the_roles_group_variables_default_to_the_plans_group_names():
         ("vault_secrets", "vault_secrets_dir"): "/srv/secrets",
         ("mcp_server", "mcp_server_secrets_dir"): "/srv/secrets",
     }
-    fleetops_plan = _plan.compile_plan("mon-1", inventory(RENAMED), HOSTVARS, RENAMED, "/srv/textfiles/",
+    # SERVERS' notes server fails over: the plan names a controller only then.
+    failing_over = [dict(SERVERS[1], hosts=["dh-1", "dh-2"], failover={"primary": "dh-1", "standby": "dh-2"})]
+    hostvars = dict(HOSTVARS, **{"mon-1": dict(HOSTVARS["mon-1"], fleetops_mcp_servers=failing_over)})
+    fleetops_plan = _plan.compile_plan("mon-1", inventory(RENAMED), hostvars, RENAMED, "/srv/textfiles/",
                                        "127.0.0.1:9181", "/srv/secrets")
     for (role, name), value in wanted.items():
         defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
