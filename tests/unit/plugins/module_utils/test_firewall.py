@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -171,6 +172,9 @@ def render(host, ssh_sources=()):
 def test_the_rendered_table_is_valid_nftables(host, tmp_path):
     text = render(host, ["198.51.100.0/24"])
     assert 'comment "dropped: not admitted"' in text
+    # Protocols by number or nft's own keywords only: a host without netbase has no /etc/protocols.
+    for protocols in re.findall(r"meta l4proto (\{[^}]*\}|\S+)", text):
+        assert re.fullmatch(r"\{? ?(tcp|udp|[0-9]+)(, (tcp|udp|[0-9]+))* ?\}?", protocols), protocols
     if host == "dh-1":
         assert ("ct status dnat ip saddr { 10.0.0.21/32, 10.0.0.22/32, 10.0.0.31/32 } meta l4proto tcp "
                 "ct original proto-dst { 18080, 18081 } accept") in text
