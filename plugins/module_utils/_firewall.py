@@ -107,6 +107,11 @@ def _address(hostvars, host):
                          "--limit so that its facts are gathered" % (host, text)) from None
 
 
+def _family(networks, version):
+    """The networks of one IP version, deduplicated, in address order, as text."""
+    return [str(n) for n in sorted({n for n in networks if n.version == version})]
+
+
 def rules(plan, hostvars, operator_cidrs=None, ssh_sources=None, mcp_ports=None, ssh_port=22, extra_rules=None):
     """The rules of the host ``plan`` is of: ``[{name, proto, ports, forward, any, v4, v6, sources}]``.
 
@@ -158,8 +163,8 @@ def rules(plan, hostvars, operator_cidrs=None, ssh_sources=None, mcp_ports=None,
             "ports": ports,
             "forward": bool(service.get("mcp")),
             "any": anyone,
-            "v4": sorted({str(n) for n in networks if n.version == 4}, key=lambda s: ipaddress.ip_network(s)),
-            "v6": sorted({str(n) for n in networks if n.version == 6}, key=lambda s: ipaddress.ip_network(s)),
+            "v4": _family(networks, 4),
+            "v6": _family(networks, 6),
             "sources": tokens,
         })
     for rule in extra_rules or []:
@@ -170,8 +175,8 @@ def rules(plan, hostvars, operator_cidrs=None, ssh_sources=None, mcp_ports=None,
             "ports": sorted({int(p) for p in rule["ports"]}),
             "forward": False,
             "any": not networks,
-            "v4": sorted({str(n) for n in networks if n.version == 4}, key=lambda s: ipaddress.ip_network(s)),
-            "v6": sorted({str(n) for n in networks if n.version == 6}, key=lambda s: ipaddress.ip_network(s)),
+            "v4": _family(networks, 4),
+            "v6": _family(networks, 6),
             "sources": ["firewall_extra_rules"],
         })
     return out
