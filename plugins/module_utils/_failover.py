@@ -15,6 +15,7 @@ from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet
 from ansible_collections.fleetops.mcp.plugins.module_utils._backup import _safe, volume_path
 
 REPLICA_DIR = "/var/lib/fleetops/failover/replica"
+RRSYNC = "/usr/bin/rrsync"
 
 
 def failover_servers(servers):
@@ -87,7 +88,29 @@ def agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None
             "pause": bool(pause),
             "volumes": _volumes(server, docker_data_root),
         }
+        if (ssh or {}).get("key"):
+            # One replication key per server: the peer's forced command for it is confined to
+            # that server's replica root (replica/<server>).
+            if ssh.get("restrict_from", True) and host not in addresses:
+                raise ValueError("mcp server %r: failover host %s has no address" % (server["name"], host))
+            out[server["name"]]["sync_key"] = "%s_%s" % (ssh["key"], server["name"])
+            out[server["name"]]["sync_key_options"] = sync_key_options(
+                server["name"], addresses[host] if ssh.get("restrict_from", True) else None)
     return {"servers": out, "replica_dir": REPLICA_DIR, "ssh": dict(ssh or {}), "metrics_dir": metrics_dir}
+
+
+def sync_key_options(name, from_address=None):
+    """The authorized_keys options of server ``name``'s replication key on the receiving peer.
+
+    rrsync confines the key to that server's own replica root: write only (-wo), symlinks stored
+    munged so they never work on the receiving host (-munge); ``restrict`` (no shell, no
+    forwarding, no pty) and, with ``from_address``, only from the pushing host. Not -no-del: a
+    replica has to lose the files the active deleted (docs/design/failover.md, "Replication").
+    """
+    options = 'command="%s -wo -munge %s/%s",restrict' % (RRSYNC, REPLICA_DIR, name)
+    if from_address:
+        options += ',from="%s"' % from_address
+    return options
 
 
 def daemon_config(servers, backends, load_balancers, options):

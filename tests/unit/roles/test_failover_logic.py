@@ -155,7 +155,7 @@ class FakeHost:
             if argv[-1].startswith("/") and argv[-2].endswith("/"):  # a local copy: do it
                 import shutil
 
-                shutil.copytree(argv[-2], argv[-1], dirs_exist_ok=True)
+                shutil.copytree(argv[-2], argv[-1], symlinks=True, dirs_exist_ok=True)
         return ok
 
 
@@ -226,26 +226,110 @@ def test_a_docker_error_is_a_failed_fence_never_a_stopped_one(tmp_path):
     assert ff.agent_handle(["fence", "memory"], agent_config(tmp_path), run=Gone())["result"] == "stopped"
 
 
-def test_promote_installs_the_complete_replica_then_waits_for_mcp(tmp_path):
+def _slot(tmp_path, slot, text, stamp=None):
+    """A pushed slot of the memory replica root, with its stamp when ``stamp`` is given."""
+    data = tmp_path / "replica" / "memory" / slot / "memory-data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "memory.jsonl").write_text(text)
+    if stamp is not None:
+        (tmp_path / "replica" / "memory" / (slot + ".synced")).write_text(stamp)
+    return data
+
+
+def _promote(tmp_path, host, config=None):
+    return ff.agent_handle(["promote", "memory"], config or agent_config(tmp_path), run=host,
+                           probe=lambda url, timeout: (True, "m"), sleep=lambda s: None)
+
+
+def test_promote_installs_the_newest_complete_replica_then_waits_for_mcp(tmp_path):
     config = agent_config(tmp_path)
     (tmp_path / "volume").mkdir()
     (tmp_path / "volume" / "memory.jsonl").write_text("stale\n")
-    replica = tmp_path / "replica" / "memory" / "memory-data"
-    replica.mkdir(parents=True)
-    (replica / "memory.jsonl").write_text("replicated\n")
     host = FakeHost(running=False)
     answers = iter([(False, ""), (True, "memory-server")])
-    # No stamp: the replica may be half-written, so it is not installed.
+    # Nothing was ever pushed here: the container starts on its volume as it is.
     result = ff.agent_handle(["promote", "memory"], config, run=host, probe=lambda url, timeout: next(answers),
                              sleep=lambda s: None)
     assert result == {"server": "memory", "result": "started", "replica": {"memory/memory-data": "no replica yet"}}
     assert (tmp_path / "volume" / "memory.jsonl").read_text() == "stale\n"
-    (tmp_path / "replica" / "memory" / "memory-data.synced").write_text("1700000000.000\n")
-    host.running = False
-    result = ff.agent_handle(["promote", "memory"], config, run=host, probe=lambda url, timeout: (True, "m"),
-                             sleep=lambda s: None)
-    assert result["replica"] == {"memory/memory-data": "1700000000.000"}
+    # The newest complete slot is installed; a newer one without its stamp is a push under way.
+    _slot(tmp_path, "a", "replicated\n", stamp="1700000000.000\n")
+    _slot(tmp_path, "b", "half-pushed\n")
+    host = FakeHost(running=False)
+    result = _promote(tmp_path, host, config)
+    assert result["result"] == "started" and result["replica"] == {"memory/memory-data": "1700000000.000"}
     assert (tmp_path / "volume" / "memory.jsonl").read_text() == "replicated\n"
+    # Copied as root: links that leave the tree, devices and specials stay out.
+    copy = next(c for c in host.calls if c[0] == "rsync")
+    assert {"--safe-links", "--no-devices", "--no-specials", "--delete"} <= set(copy)
+    assert copy[-2:] == [str(tmp_path / "replica" / "memory" / "a" / "memory-data") + "/", str(tmp_path / "volume") + "/"]
+    (tmp_path / "replica" / "memory" / "b.synced").write_text("1700000030.000\n")
+    host.running = False
+    assert _promote(tmp_path, host, config)["replica"] == {"memory/memory-data": "1700000030.000"}
+    assert (tmp_path / "volume" / "memory.jsonl").read_text() == "half-pushed\n"
+
+
+def test_promote_refuses_a_replica_whose_push_never_completed(tmp_path):
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "volume" / "memory.jsonl").write_text("stale\n")
+    _slot(tmp_path, "a", "half\n")  # the first push was cut: no stamp
+    (tmp_path / "replica" / "memory" / "b.synced").write_text("garbage\n")  # a stamp that is no time, no slot
+    host = FakeHost(running=False)
+    result = _promote(tmp_path, host)
+    assert result["result"] == "failed" and "no complete replica of memory" in result["error"]
+    assert not any(c[:2] == ["docker", "start"] for c in host.calls) and not any(c[0] == "rsync" for c in host.calls)
+    assert (tmp_path / "volume" / "memory.jsonl").read_text() == "stale\n"
+
+
+def test_promote_refuses_symlinked_replicas_and_links_out_of_the_tree(tmp_path):
+    import os
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "memory.jsonl").write_text("planted\n")
+    root = tmp_path / "replica" / "memory"
+    root.mkdir(parents=True)
+    (root / "a.synced").write_text("1700000000.000\n")
+
+    def refused(match):
+        host = FakeHost(running=False)
+        result = _promote(tmp_path, host)
+        assert result["result"] == "failed" and match in result["error"], result
+        assert not any(c[:2] == ["docker", "start"] for c in host.calls)
+        assert not any(c[0] == "rsync" for c in host.calls)
+
+    # The slot itself a symlink: no complete slot at all.
+    (root / "a").symlink_to(outside)
+    refused("no complete replica")
+    (root / "a").unlink()
+    # The volume's replica a symlink.
+    (root / "a").mkdir()
+    (root / "a" / "memory-data").symlink_to(outside)
+    refused("is a symlink")
+    (root / "a" / "memory-data").unlink()
+    # Links out of the tree, stored munged by rrsync or not.
+    data = _slot(tmp_path, "a", "replicated\n")
+    os.symlink("/rsyncd-munged//etc/shadow", data / "shadow")
+    refused("symlinks pointing outside it: shadow")
+    (data / "shadow").unlink()
+    (data / "sub").mkdir()
+    os.symlink("../../x", data / "sub" / "up")
+    refused("sub/up")
+    (data / "sub" / "up").unlink()
+    # The replica root a symlink.
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    root.symlink_to(moved)
+    refused("is a symlink")
+    root.unlink()
+    moved.rename(root)
+    # A link that stays inside comes back in the volume, un-munged.
+    os.symlink("/rsyncd-munged/memory.jsonl", data / "sub" / "current")
+    os.symlink("../memory.jsonl", data / "sub" / "parent")
+    result = _promote(tmp_path, FakeHost(running=False))
+    assert result["result"] == "started", result
+    assert os.readlink(tmp_path / "volume" / "sub" / "current") == "memory.jsonl"
+    assert (tmp_path / "volume" / "sub" / "parent").read_text() == "replicated\n"
 
 
 def test_promote_fails_when_the_container_never_answers(tmp_path):
@@ -319,8 +403,6 @@ def test_sync_pushes_only_from_the_running_host_and_always_unpauses(tmp_path):
     outbox = str(tmp_path / "outbox" / "memory" / "memory-data") + "/"
     # Paused only for the local copy; the push to the peer runs unpaused.
     assert rsyncs[0][-2:] == [str(tmp_path / "volume") + "/", outbox]
-    assert rsyncs[1][-2:] == [outbox, "10.0.0.12:memory/memory-data/"]
-    assert rsyncs[2][-1] == "10.0.0.12:memory/" and "--ignore-times" in rsyncs[2]
     pause = host.calls.index(["docker", "pause", "mcp-memory-1"])
     unpause = host.calls.index(["docker", "unpause", "mcp-memory-1"])
     assert pause < host.calls.index(rsyncs[0]) < unpause < host.calls.index(rsyncs[1])
@@ -329,6 +411,47 @@ def test_sync_pushes_only_from_the_running_host_and_always_unpauses(tmp_path):
     assert ["docker", "unpause", "mcp-memory-1"] in failing.calls
     assert len([c for c in failing.calls if c[0] == "rsync"]) == 1
     assert 'fleetops_failover_sync_success{server="memory"} 0' in ff.sync_metrics("memory", {"result": "failed"}, 1.0)
+
+
+def test_a_push_unstamps_its_slot_first_writes_the_stamp_last_and_spares_the_other_slot(tmp_path):
+    config = agent_config(tmp_path)
+    config["servers"]["memory"]["sync_key"] = "/k_memory"
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "volume" / "memory.jsonl").write_text("graph\n")
+    host = FakeHost(running=True)
+    assert ff.sync("memory", config, run=host)["slot"] == "a"
+    unstamp, data, stamp = [c for c in host.calls if c[0] == "rsync"][1:]
+    # Paths are relative to the server's own rrsync root on the peer, reached with the server's own key.
+    for argv in (unstamp, data, stamp):
+        shell = argv[argv.index("-e") + 1]
+        assert shell.startswith("ssh -i /k_memory ") and "StrictHostKeyChecking=yes" in shell
+    assert unstamp[-1] == "10.0.0.12:." and unstamp[-2].endswith("/empty/")
+    assert ["--delete", "--include=/a.synced", "--exclude=*"] == unstamp[2:5]
+    assert data[-2:] == [str(tmp_path / "outbox" / "memory") + "/", "10.0.0.12:a/"]
+    assert {"--delete-delay", "--delay-updates", "--safe-links", "--no-devices", "--no-specials"} <= set(data)
+    assert "--delete" not in data  # deletions only after the transfer
+    assert stamp[-1] == "10.0.0.12:." and stamp[-2].endswith("/stamp/") and "--delete" not in stamp
+    assert (tmp_path / "outbox" / "memory.slot").read_text() == "a\n"
+    # The next push goes to the other slot, so the complete one survives a push cut short.
+    host = FakeHost(running=True)
+    assert ff.sync("memory", config, run=host)["slot"] == "b"
+    assert any("--include=/b.synced" in c for c in host.calls) and any(c[-1] == "10.0.0.12:b/" for c in host.calls)
+
+    class CutShort(FakeHost):
+        def __call__(self, argv, **kw):
+            if argv[0] == "rsync" and argv[-1].endswith(":a/"):
+                self.calls.append(argv)
+                import subprocess
+
+                return subprocess.CompletedProcess(argv, 255, "", "connection closed")
+            return super().__call__(argv, **kw)
+
+    cut = CutShort(running=True)
+    answer = ff.sync("memory", config, run=cut)
+    assert answer == {"server": "memory", "result": "failed", "slot": "a", "step": "data", "error": "connection closed"}
+    assert not any(c[-1] == "10.0.0.12:." and "--ignore-times" in c for c in cut.calls)  # no stamp after a cut push
+    assert (tmp_path / "outbox" / "memory.slot").read_text() == "b\n"  # not recorded: the retry goes to a again
+    assert ff.sync("memory", config, run=FakeHost(running=True))["slot"] == "a"
 
 
 def test_the_daemon_persists_state_and_publishes_metrics(tmp_path):

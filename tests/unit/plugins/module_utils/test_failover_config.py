@@ -48,6 +48,27 @@ def test_agent_config_lists_the_peer_and_the_writable_volumes_only():
         _failover.agent_config(SERVERS, "dh-2", BACKENDS[1:])
 
 
+def test_each_server_pushes_with_its_own_key_confined_to_its_own_replica_root():
+    two = SERVERS + [{"name": "notes", "image": "fleetops/mcp-notes:1", "host_port": 18301, "transport": "stdio",
+                      "stdio_command": ["mcp-notes"], "failover": {"primary": "dh-2", "standby": "dh-1", "sync_interval": 30},
+                      "volumes": [{"source": "notes-data", "target": "/data", "writable": True}]}]
+    config = _failover.agent_config(two, "dh-2", BACKENDS, ssh={"key": "/root/.ssh/fleetops_failover_sync"})
+    memory, notes = config["servers"]["memory"], config["servers"]["notes"]
+    assert (memory["sync_key"], notes["sync_key"]) == ("/root/.ssh/fleetops_failover_sync_memory",
+                                                       "/root/.ssh/fleetops_failover_sync_notes")
+    # The peer accepts each key only from this host (dh-2), with rrsync confined to that server's root.
+    assert memory["sync_key_options"] == (
+        'command="/usr/bin/rrsync -wo -munge /var/lib/fleetops/failover/replica/memory",restrict,from="10.0.0.12"')
+    assert notes["sync_key_options"] == (
+        'command="/usr/bin/rrsync -wo -munge /var/lib/fleetops/failover/replica/notes",restrict,from="10.0.0.12"')
+    unrestricted = _failover.agent_config(two, "dh-2", BACKENDS, ssh={"key": "/k", "restrict_from": False})
+    assert unrestricted["servers"]["notes"]["sync_key_options"] == (
+        'command="/usr/bin/rrsync -wo -munge /var/lib/fleetops/failover/replica/notes",restrict')
+    with pytest.raises(ValueError, match="failover host dh-2 has no address"):
+        _failover.agent_config(two, "dh-2", BACKENDS[:1] + [{"host": "dh-9", "address": "10.0.0.19"}],
+                               ssh={"key": "/k"})
+
+
 def test_daemon_config_probes_each_host_directly_and_knows_every_agent():
     config = _failover.daemon_config(SERVERS, BACKENDS, LBS, {"interval": 2})
     assert config["interval"] == 2 and config["load_balancers"] == ["lb-1"]
