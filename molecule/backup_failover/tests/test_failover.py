@@ -24,7 +24,14 @@ DH1, DH2, LB, BK = "bf-dh-1", "bf-dh-2", "bf-lb-1", "bf-bk"
 ADDRESS = {DH1: "172.30.218.11", DH2: "172.30.218.12"}
 EVENTS = "/var/log/fleetops/failover.jsonl"
 STATE = "/var/lib/fleetops/failover/state.json"
-REPLICA = "/var/lib/fleetops/failover/replica/memory/memory-data"
+# The memory server's replica root (its own rrsync root): slots a/ and b/, each
+# complete when its stamp a.synced / b.synced is there.
+REPLICAS = "/var/lib/fleetops/failover/replica"
+REPLICA_ROOT = f"{REPLICAS}/memory"
+SYNC_SSH = ("ssh -i /root/.ssh/fleetops_failover_sync_memory -o BatchMode=yes -o StrictHostKeyChecking=yes "
+            "-o UserKnownHostsFile=/etc/fleetops/failover_sync_known_hosts -l root")
+AGENT_SSH = ("ssh -i /root/.ssh/fleetops_failover -o BatchMode=yes -o StrictHostKeyChecking=yes "
+             "-o UserKnownHostsFile=/etc/fleetops/failover_known_hosts -l root ")
 TOOL = "/usr/local/sbin/fleetops-failover"
 TEXTFILES = "/var/lib/prometheus/node-exporter"
 # group_vars/all.yml: 3 probes 2 s apart, each with a 2 s timeout.
@@ -62,8 +69,19 @@ def sync(host: str) -> None:
     assert result.rc == 0, container_host(host).run(f"journalctl -u {unit} -n 5 --no-pager").stdout
 
 
+def newest_slot(host: str) -> str:
+    """The slot promotion would take on ``host``: the one with the newest stamp."""
+    stamps = {}
+    for slot in ("a", "b"):
+        stamp = container_host(host).file(f"{REPLICA_ROOT}/{slot}.synced")
+        if stamp.exists:
+            stamps[slot] = float(stamp.content_string)
+    assert stamps, f"no complete replica of memory on {host}"
+    return max(stamps, key=stamps.get)
+
+
 def replica_holds(host: str, marker: str) -> bool:
-    return container_host(host).run(f"grep -q {marker} {REPLICA}/memory.jsonl").rc == 0
+    return container_host(host).run(f"grep -q {marker} {REPLICA_ROOT}/{newest_slot(host)}/memory-data/memory.jsonl").rc == 0
 
 
 def test_the_standby_is_created_stopped_and_nothing_restarts_it():
@@ -80,14 +98,37 @@ def test_the_standby_is_created_stopped_and_nothing_restarts_it():
 
 def test_the_controllers_key_runs_the_agent_and_nothing_else():
     bk = container_host(BK)
-    ssh = ("ssh -i /root/.ssh/fleetops_failover -o BatchMode=yes -o StrictHostKeyChecking=yes "
-           "-o UserKnownHostsFile=/etc/fleetops/failover_known_hosts -l root ")
+    ssh = AGENT_SSH
     status = bk.run(ssh + ADDRESS[DH1] + " status memory")
     assert status.rc == 0 and json.loads(status.stdout) == {"running": True, "server": "memory"}
     for command in ("id", "docker ps", "route memory 10.9.9.9:80", "fence other"):
         refused = bk.run(ssh + ADDRESS[DH1] + " " + command)
         assert refused.rc == 2 and json.loads(refused.stdout)["result"] == "refused", (command, refused.stdout)
     assert running(DH1)
+
+
+def test_a_servers_replication_key_writes_only_its_own_replica_root():
+    """bf-dh-1's key for memory, used by hand on bf-dh-1: it cannot reach another server's root on
+    bf-dh-2 (here `other`, made for the test), nor read, nor run anything but rrsync."""
+    dh1, dh2 = container_host(DH1), container_host(DH2)
+    keys = dh2.file("/root/.ssh/authorized_keys").content_string
+    entry = next(line for line in keys.splitlines() if line.endswith(f"fleetops-failover-sync-memory@{DH1}"))
+    assert entry.startswith(f'command="/usr/bin/rrsync -wo -munge {REPLICA_ROOT}",restrict,from="{ADDRESS[DH1]}" ')
+    # No key of the older single-root layout is left.
+    assert f"fleetops-failover-sync@{DH1}" not in keys and f'rrsync -wo {REPLICAS}"' not in keys
+    assert dh2.run(f"install -d -m 0700 {REPLICAS}/other").rc == 0
+    try:
+        assert dh1.run("install -d /tmp/intruder && echo planted > /tmp/intruder/planted").rc == 0
+        for dest in ("../other/", f"{REPLICAS}/other/", "a/../../other/", "../../../../tmp/"):
+            pushed = dh1.run(f"rsync -r -e '{SYNC_SSH}' /tmp/intruder/ {ADDRESS[DH2]}:{dest}")
+            assert pushed.rc != 0, (dest, pushed.stdout, pushed.stderr)
+        assert dh2.run(f"find {REPLICAS}/other /tmp -name planted | grep -q .").rc != 0
+        # Write-only: no pull, and no command but rrsync.
+        assert dh1.run(f"rsync -r -e '{SYNC_SSH}' {ADDRESS[DH2]}:. /tmp/pulled/").rc != 0
+        assert dh1.run(f"{SYNC_SSH} {ADDRESS[DH2]} id").rc != 0
+    finally:
+        dh2.run(f"rm -rf {REPLICAS}/other")
+        dh1.run("rm -rf /tmp/intruder /tmp/pulled")
 
 
 def test_the_standby_serves_the_last_synced_data_within_detection_time_plus_5s():
@@ -164,6 +205,40 @@ def test_a_standby_started_by_hand_is_stopped_by_the_daemon():
     assert not running(DH1)
     assert any(e["event"] == "standby_fenced" and e["host"] == DH1 for e in events_since(began))
     assert active() == DH2 and running(DH2)
+
+
+def test_promotion_refuses_a_symlinked_replica():
+    """bf-dh-1 is the standby now (bf-dh-2 pushes to it). With bf-dh-2's pushes held, a replica
+    replaced by a symlink makes the agent's promote fail without starting the container."""
+    dh1, dh2 = container_host(DH1), container_host(DH2)
+    timer = "fleetops-failover-sync-memory.timer"
+    assert dh2.run(f"systemctl stop {timer}").rc == 0
+    sync_unit = "fleetops-failover-sync-memory.service"
+    deadline = time.time() + 60
+    while dh2.run(f"systemctl show -P ActiveState {sync_unit}").stdout.strip() in ("activating", "deactivating"):
+        assert time.time() < deadline
+        time.sleep(0.5)
+    slot = f"{REPLICA_ROOT}/{newest_slot(DH1)}"
+    try:
+        for tamper, undo, message in (
+            (f"mv {slot}/memory-data {slot}/memory-data.real && ln -s /etc {slot}/memory-data",
+             f"rm {slot}/memory-data && mv {slot}/memory-data.real {slot}/memory-data", "is a symlink"),
+            (f"ln -s /etc/shadow {slot}/memory-data/shadow", f"rm {slot}/memory-data/shadow",
+             "symlinks pointing outside it: shadow"),
+            (f"mv {REPLICA_ROOT} {REPLICA_ROOT}.real && ln -s {REPLICA_ROOT}.real {REPLICA_ROOT}",
+             f"rm {REPLICA_ROOT} && mv {REPLICA_ROOT}.real {REPLICA_ROOT}", "is a symlink"),
+        ):
+            assert dh1.run(tamper).rc == 0, tamper
+            try:
+                out = container_host(BK).run(AGENT_SSH + ADDRESS[DH1] + " promote memory")
+                answer = json.loads(out.stdout.strip().splitlines()[-1])
+                assert out.rc == 1 and answer["result"] == "failed" and message in answer["error"], (tamper, answer)
+                assert not running(DH1)
+            finally:
+                assert dh1.run(undo).rc == 0, undo
+    finally:
+        assert dh2.run(f"systemctl start {timer}").rc == 0
+    assert active() == DH2 and running(DH2) and not running(DH1)
 
 
 def test_playbooks_after_a_failover_change_nothing():
