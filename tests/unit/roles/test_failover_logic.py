@@ -316,6 +316,15 @@ def test_promote_refuses_symlinked_replicas_and_links_out_of_the_tree(tmp_path):
     os.symlink("../../x", data / "sub" / "up")
     refused("sub/up")
     (data / "sub" / "up").unlink()
+    # Each step inside, the chain out: sub/top leads to the replica's top, so top/.. leaves it.
+    os.symlink("/rsyncd-munged/..", data / "sub" / "top")
+    os.symlink("top/../..", data / "sub" / "chain")
+    refused("symlinks pointing outside it: sub/chain")
+    (data / "sub" / "chain").unlink()
+    (data / "sub" / "top").unlink()
+    os.symlink("loop", data / "loop")
+    refused("symlinks pointing outside it: loop")
+    (data / "loop").unlink()
     # The replica root a symlink.
     moved = tmp_path / "moved"
     root.rename(moved)
