@@ -12,6 +12,7 @@ drill moving the server back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -69,6 +70,21 @@ def sync(host: str) -> None:
     assert result.rc == 0, container_host(host).run(f"journalctl -u {unit} -n 5 --no-pager").stdout
 
 
+@contextlib.contextmanager
+def sync_held(host: str):
+    """No replication run from ``host`` meanwhile (its timer stopped, a run under way waited for)."""
+    timer, unit = "fleetops-failover-sync-memory.timer", "fleetops-failover-sync-memory.service"
+    assert container_host(host).run(f"systemctl stop {timer}").rc == 0
+    try:
+        deadline = time.time() + 60
+        while container_host(host).run(f"systemctl show -P ActiveState {unit}").stdout.strip() in ("activating", "deactivating"):
+            assert time.time() < deadline, f"{unit} stayed active on {host} for 60 s"
+            time.sleep(0.5)
+        yield
+    finally:
+        assert container_host(host).run(f"systemctl start {timer}").rc == 0
+
+
 def newest_slot(host: str) -> str:
     """The slot promotion would take on ``host``: the one with the newest stamp."""
     stamps = {}
@@ -117,18 +133,23 @@ def test_a_servers_replication_key_writes_only_its_own_replica_root():
     # No key of the older single-root layout is left.
     assert f"fleetops-failover-sync@{DH1}" not in keys and f'rrsync -wo {REPLICAS}"' not in keys
     assert dh2.run(f"install -d -m 0700 {REPLICAS}/other").rc == 0
-    try:
-        assert dh1.run("install -d /tmp/intruder && echo planted > /tmp/intruder/planted").rc == 0
-        for dest in ("../other/", f"{REPLICAS}/other/", "a/../../other/", "../../../../tmp/"):
-            pushed = dh1.run(f"rsync -r -e '{SYNC_SSH}' /tmp/intruder/ {ADDRESS[DH2]}:{dest}")
-            assert pushed.rc != 0, (dest, pushed.stdout, pushed.stderr)
-        assert dh2.run(f"find {REPLICAS}/other /tmp -name planted | grep -q .").rc != 0
-        # Write-only: no pull, and no command but rrsync.
-        assert dh1.run(f"rsync -r -e '{SYNC_SSH}' {ADDRESS[DH2]}:. /tmp/pulled/").rc != 0
-        assert dh1.run(f"{SYNC_SSH} {ADDRESS[DH2]} id").rc != 0
-    finally:
-        dh2.run(f"rm -rf {REPLICAS}/other")
-        dh1.run("rm -rf /tmp/intruder /tmp/pulled")
+    with sync_held(DH1):  # no timer run holds the root's rrsync lock meanwhile
+        try:
+            assert dh1.run("install -d /tmp/intruder && echo planted > /tmp/intruder/planted").rc == 0
+            # The key works: into its own root it writes.
+            pushed = dh1.run(f"rsync -r -e '{SYNC_SSH}' /tmp/intruder/ {ADDRESS[DH2]}:probe/")
+            assert pushed.rc == 0, pushed.stderr
+            assert dh2.file(f"{REPLICA_ROOT}/probe/planted").exists
+            for dest in ("../other/", f"{REPLICAS}/other/", "a/../../other/", "../../../../tmp/"):
+                pushed = dh1.run(f"rsync -r -e '{SYNC_SSH}' /tmp/intruder/ {ADDRESS[DH2]}:{dest}")
+                assert pushed.rc != 0, (dest, pushed.stdout, pushed.stderr)
+            assert dh2.run(f"find {REPLICAS}/other /tmp -name planted | grep -q .").rc != 0
+            # Write-only: no pull, and no command but rrsync.
+            assert dh1.run(f"rsync -r -e '{SYNC_SSH}' {ADDRESS[DH2]}:. /tmp/pulled/").rc != 0
+            assert dh1.run(f"{SYNC_SSH} {ADDRESS[DH2]} id").rc != 0
+        finally:
+            dh2.run(f"rm -rf {REPLICAS}/other {REPLICA_ROOT}/probe")
+            dh1.run("rm -rf /tmp/intruder /tmp/pulled")
 
 
 def test_the_standby_serves_the_last_synced_data_within_detection_time_plus_5s():
@@ -210,16 +231,9 @@ def test_a_standby_started_by_hand_is_stopped_by_the_daemon():
 def test_promotion_refuses_a_symlinked_replica():
     """bf-dh-1 is the standby now (bf-dh-2 pushes to it). With bf-dh-2's pushes held, a replica
     replaced by a symlink makes the agent's promote fail without starting the container."""
-    dh1, dh2 = container_host(DH1), container_host(DH2)
-    timer = "fleetops-failover-sync-memory.timer"
-    assert dh2.run(f"systemctl stop {timer}").rc == 0
-    sync_unit = "fleetops-failover-sync-memory.service"
-    deadline = time.time() + 60
-    while dh2.run(f"systemctl show -P ActiveState {sync_unit}").stdout.strip() in ("activating", "deactivating"):
-        assert time.time() < deadline
-        time.sleep(0.5)
-    slot = f"{REPLICA_ROOT}/{newest_slot(DH1)}"
-    try:
+    dh1 = container_host(DH1)
+    with sync_held(DH2):
+        slot = f"{REPLICA_ROOT}/{newest_slot(DH1)}"
         for tamper, undo, message in (
             (f"mv {slot}/memory-data {slot}/memory-data.real && ln -s /etc {slot}/memory-data",
              f"rm {slot}/memory-data && mv {slot}/memory-data.real {slot}/memory-data", "is a symlink"),
@@ -236,8 +250,6 @@ def test_promotion_refuses_a_symlinked_replica():
                 assert not running(DH1)
             finally:
                 assert dh1.run(undo).rc == 0, undo
-    finally:
-        assert dh2.run(f"systemctl start {timer}").rc == 0
     assert active() == DH2 and running(DH2) and not running(DH1)
 
 
