@@ -16,10 +16,10 @@ import re
 
 from ansible_collections.fleetops.mcp.plugins.module_utils._fleet import _int_in
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 # RFC 6750 b64token: the characters nginx's verifier accepts as a token.
-TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*\Z")
 LIMITS = {
     "rate_per_minute": (1, 60000),
     "burst": (0, 100000),
