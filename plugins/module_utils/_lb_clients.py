@@ -48,11 +48,16 @@ def token_bits(token):
     for period in range(1, length // 2 + 1):
         if length % period == 0 and token[:period] * (length // period) == token:
             return 0.0
-    run = 1
+    run, last_step = 1, 0
     for before, after in zip(token, token[1:]):
         step = ord(after) - ord(before)
-        run = run + 1 if abs(step) == 1 and (run == 1 or step == last) else (2 if abs(step) == 1 else 1)
-        last = step
+        if abs(step) != 1:
+            run = 1
+        elif step == last_step:
+            run += 1
+        else:
+            run = 2
+        last_step = step
         if run > MAX_SEQUENCE:
             return 0.0
     counts = {}

@@ -70,5 +70,6 @@ def test_a_host_without_an_ip_address_is_refused_naming_fleetops_address(tmp_pat
     result, _ = render(tmp_path, [SERVER], ansible_host="srv-1.example")
     output = " ".join(result.stdout.split())
     assert result.returncode != 0
-    assert "bind_address is unset and the host's fleet address 'srv-1.example' is not an IP address; " \
-           "set fleetops_address" in output, output[-3000:]
+    expected = ("bind_address is unset and the host's fleet address 'srv-1.example' is not an IP address; "
+                "set fleetops_address")
+    assert expected in output, output[-3000:]
