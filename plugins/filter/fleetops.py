@@ -56,15 +56,15 @@ def docker_volume_spec(volume):
     return "%s:%s:%s" % (volume["source"], volume["target"], "rw" if volume.get("writable") else "ro")
 
 
-def mcp_fleet_errors(servers):
+def mcp_fleet_errors(servers, docker_hosts=None):
     """Problems in a declared MCP server list, each naming the server and field."""
-    return _fleet.validate(servers)
+    return _fleet.validate(servers, docker_hosts)
 
 
-def mcp_fleet(servers, host=None):
+def mcp_fleet(servers, host=None, address=None):
     """The declared MCP servers with defaults filled in and containers listed."""
     try:
-        return _fleet.normalize(servers, host)
+        return _fleet.normalize(servers, host, address)
     except ValueError as exc:
         raise AnsibleFilterError("invalid MCP server declaration: %s" % exc) from exc
 

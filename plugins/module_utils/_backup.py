@@ -12,7 +12,6 @@ Prometheus TSDB snapshot on monitor hosts.
 
 from __future__ import annotations
 
-import re
 
 from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet, _plan
 
@@ -21,7 +20,7 @@ DOCKER_DATA_ROOT = "/var/lib/docker"
 
 
 def _safe(name):
-    return re.sub(r"[^a-z0-9-]+", "-", str(name).lower()).strip("-")
+    return _fleet.safe_name(name)
 
 
 def volume_path(source, data_root=None):

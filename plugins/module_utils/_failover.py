@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet
 from ansible_collections.fleetops.mcp.plugins.module_utils._backup import _safe, volume_path
+from ansible_collections.fleetops.mcp.plugins.module_utils._plan import local_address
 
 REPLICA_DIR = "/var/lib/fleetops/failover/replica"
 RRSYNC = "/usr/bin/rrsync"
@@ -63,6 +64,13 @@ def _volumes(server, data_root=None):
     return out
 
 
+def _probe_host(server, own_address):
+    """Where a host reaches its own replica: the published address (``bind_address``, else the host's
+    fleet address), loopback when published on every address; IPv6 in brackets."""
+    address = local_address(server["bind_address"] if server["bind_address"] is not None else own_address)
+    return "[%s]" % address if ":" in address else address
+
+
 def agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None, metrics_dir="",
                  docker_data_root=None):
     """The agent's configuration on one Docker host: the failover servers it holds
@@ -74,14 +82,16 @@ def agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None
         if host not in pair:
             continue
         peer = pair[1] if host == pair[0] else pair[0]
-        if peer not in addresses:
-            raise ValueError("mcp server %r: failover host %s has no address" % (server["name"], peer))
+        for pair_host in (peer, host):
+            if pair_host not in addresses:
+                raise ValueError("mcp server %r: failover host %s has no address" % (server["name"], pair_host))
         container = server["containers"][0]
         out[server["name"]] = {
             "container": container["name"],
             "stop_timeout": server["stop_grace_period"],
             "ready_timeout": int(ready_timeout),
-            "probe_url": "http://127.0.0.1:%d%s" % (container["host_port"], server["path"]),
+            "probe_url": "http://%s:%d%s" % (_probe_host(server, addresses[host]), container["host_port"],
+                                             server["path"]),
             "peer": addresses[peer],
             "peer_host": peer,
             "sync_interval": server["failover"]["sync_interval"],

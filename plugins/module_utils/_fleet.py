@@ -10,6 +10,7 @@ scrape targets). Every error names the server and the field.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 TRANSPORTS = ("streamable-http", "sse", "stdio")
@@ -22,15 +23,39 @@ KNOWN_FIELDS = {
     "failover", "max_sessions",
 }
 FAILOVER_FIELDS = {"primary", "standby", "sync_interval"}
-NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?\Z")
 IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[0-9]+/[a-z0-9]+(?:[._/-][a-z0-9]+)*)?)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?\Z"
 )
-SIZE = re.compile(r"^[1-9][0-9]*[kmg]?$")
-DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h)$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SIZE = re.compile(r"^[1-9][0-9]*[kmg]?\Z")
+DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h)\Z")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+# URL paths (path, metrics_path, healthcheck.path) are pasted into nginx's
+# proxy_pass, prometheus.yml and the health check's Python: RFC 3986
+# unreserved characters and '/' only, no '.' or '..' segment.
+URL_PATH = re.compile(r"^/[A-Za-z0-9._~/-]{0,200}\Z")
+# Host paths and container paths of volumes and tmpfs mounts: no ':' or ','
+# (Docker's separators), no spaces, quotes or shell characters.
+MOUNT_PATH = re.compile(r"^/[A-Za-z0-9._@+/-]{0,254}\Z")
+VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+# Host paths a container must never get: the engine's sockets (root on the
+# host) and the system's own directories.
+FORBIDDEN_SOURCES = {"/", "/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/usr", "/bin", "/sbin", "/lib",
+                     "/lib64", "/var", "/var/lib", "/var/lib/docker", "/var/lib/containerd", "/run", "/var/run",
+                     "/home", "/srv", "/opt", "/etc/docker", "/etc/fleetops"}
+FORBIDDEN_SOURCE_TREES = ("/proc/", "/sys/", "/dev/", "/run/docker", "/var/run/docker", "/run/containerd",
+                          "/var/run/containerd", "/var/lib/docker/", "/var/lib/containerd/", "/etc/fleetops/")
+TMPFS_OPTION = re.compile(r"^(rw|ro|noexec|exec|nosuid|suid|nodev|dev|size=[1-9][0-9]*[kmg]?|mode=[0-7]{3,4}"
+                          r"|uid=[0-9]+|gid=[0-9]+)\Z")
+# Label keys: Docker's recommended reverse-DNS form.
+LABEL_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?\Z")
+# Label prefixes the engine and this collection own (the mcp_server role's
+# org.fleetops.mcp.* labels find and prune its containers).
+RESERVED_LABEL_PREFIXES = ("com.docker.", "io.docker.", "org.dockerproject.", "org.opencontainers.", "org.fleetops.")
+# Inventory host names (failover.primary/standby, hosts).
+HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252}[A-Za-z0-9])?\Z")
 
 DEFAULTS = {
     "image_source": "registry",
@@ -38,7 +63,10 @@ DEFAULTS = {
     "command": None,
     "stdio_command": None,
     "port": 8080,
-    "bind_address": "0.0.0.0",
+    # None: the Docker host's own fleet address (fleet_address: the one the
+    # load balancers and the firewall use), never every interface (CIS
+    # Docker 5.13). 0.0.0.0 (or another address) only when set.
+    "bind_address": None,
     "replicas": 1,
     "env": {},
     "secrets": [],
@@ -77,6 +105,46 @@ def _int_in(value, low, high):
         value = int(value)
     if _is_int(value) and low <= value <= high:
         return value
+    return None
+
+
+def safe_name(name):
+    """A volume source as a directory name (the failover replica and backup item names)."""
+    return re.sub(r"[^a-z0-9-]+", "-", str(name).lower()).strip("-")
+
+
+def url_path_error(value):
+    """Why ``value`` is not a URL path the templates may paste, or None."""
+    if not isinstance(value, str) or not URL_PATH.match(value):
+        return "must start with / and hold only letters, digits and - . _ ~ /"
+    if any(part in (".", "..") for part in value.split("/")):
+        return "must not contain a . or .. segment"
+    return None
+
+
+def _mount_path_error(value):
+    if not isinstance(value, str) or not MOUNT_PATH.match(value):
+        return "must be an absolute path of letters, digits and . _ @ + - /"
+    if any(part in (".", "..") for part in value.split("/")):
+        return "must not contain a . or .. segment"
+    return None
+
+
+def _forbidden_source(path):
+    norm = "/" + "/".join(p for p in path.split("/") if p)
+    if norm in FORBIDDEN_SOURCES or path.endswith(".sock"):
+        return True
+    return any(norm.startswith(tree) or norm + "/" == tree for tree in FORBIDDEN_SOURCE_TREES)
+
+
+def bind_address_error(value):
+    """Why ``value`` is not an address Docker can publish ports on, or None (None itself: the default)."""
+    if value is None:
+        return None
+    try:
+        ipaddress.ip_address(value if isinstance(value, str) else "")
+    except ValueError:
+        return "must be an IPv4 or IPv6 address without brackets (or unset: the host's fleet address)"
     return None
 
 
@@ -122,27 +190,86 @@ def _check_healthcheck(where, check, errors):
     test = check.get("test")
     if "test" in check and not (isinstance(test, list) and test and all(isinstance(t, str) for t in test)):
         errors.append("%s: healthcheck.test must be a non-empty list of strings" % where)
-    if "path" in check and not (isinstance(check["path"], str) and check["path"].startswith("/")):
-        errors.append("%s: healthcheck.path %r must start with /" % (where, check["path"]))
+    if "path" in check and url_path_error(check["path"]):
+        errors.append("%s: healthcheck.path %r %s" % (where, check["path"], url_path_error(check["path"])))
 
 
 def _check_volumes(where, volumes, errors):
     if not isinstance(volumes, list):
         errors.append("%s: volumes must be a list" % where)
         return
+    replica_dirs = {}
     for i, volume in enumerate(volumes):
         if not isinstance(volume, dict) or not {"source", "target"} <= set(volume):
             errors.append("%s: volumes[%d] needs source and target" % (where, i))
             continue
         for key in sorted(set(volume) - {"source", "target", "writable"}):
             errors.append("%s: volumes[%d].%s is not a known field (source, target, writable)" % (where, i, key))
-        if not str(volume["target"]).startswith("/"):
-            errors.append("%s: volumes[%d].target %r must be an absolute path" % (where, i, volume["target"]))
-        source = str(volume["source"])
-        if not (source.startswith("/") or re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", source)):
+        target = volume["target"]
+        problem = _mount_path_error(target)
+        if problem:
+            errors.append("%s: volumes[%d].target %r %s" % (where, i, target, problem))
+        elif target.rstrip("/") in ("", "/run/secrets"):
+            errors.append("%s: volumes[%d].target %r is reserved (the container's root or its secrets)" % (where, i, target))
+        source = volume["source"]
+        if isinstance(source, str) and source.startswith("/"):
+            problem = _mount_path_error(source)
+            if problem:
+                errors.append("%s: volumes[%d].source %r %s" % (where, i, source, problem))
+            elif _forbidden_source(source):
+                errors.append("%s: volumes[%d].source %r is a system directory or the engine's socket; "
+                              "mount a directory of the server's own" % (where, i, source))
+        elif not (isinstance(source, str) and VOLUME_NAME.match(source)):
             errors.append("%s: volumes[%d].source %r must be an absolute host path or a volume name" % (where, i, source))
         if "writable" in volume and not isinstance(volume["writable"], bool):
             errors.append("%s: volumes[%d].writable must be true or false" % (where, i))
+        elif volume.get("writable") is True:
+            # The failover replica and the backup item of a writable volume are named after it.
+            key = safe_name(source)
+            if key in replica_dirs:
+                errors.append("%s: volumes[%d].source %r and volumes[%d].source %r map to the same replica directory "
+                              "%r; rename one" % (where, replica_dirs[key][0], replica_dirs[key][1], i, source, key))
+            else:
+                replica_dirs[key] = (i, source)
+
+
+def _check_tmpfs(where, tmpfs, errors):
+    if not isinstance(tmpfs, list):
+        errors.append("%s: tmpfs must be a list of 'path[:options]' strings" % where)
+        return
+    for i, mount in enumerate(tmpfs):
+        if not isinstance(mount, str):
+            errors.append("%s: tmpfs[%d] must be a 'path[:options]' string" % (where, i))
+            continue
+        path, _, options = mount.partition(":")
+        problem = _mount_path_error(path)
+        if problem:
+            errors.append("%s: tmpfs[%d] path %r %s" % (where, i, path, problem))
+        elif path.rstrip("/") in ("", "/run/secrets"):
+            errors.append("%s: tmpfs[%d] path %r is reserved (the container's root or its secrets)" % (where, i, path))
+        if ":" in mount:
+            bad = [o for o in options.split(",") if not TMPFS_OPTION.match(o)]
+            if bad:
+                errors.append("%s: tmpfs[%d] options %r are not tmpfs options (rw, ro, noexec, nosuid, nodev, "
+                              "size=N[kmg], mode=NNN, uid=N, gid=N)" % (where, i, ",".join(bad)))
+
+
+def _check_labels(where, labels, errors):
+    if not isinstance(labels, dict):
+        errors.append("%s: labels must be a mapping" % where)
+        return
+    for key in sorted(labels, key=str):
+        value = labels[key]
+        if not isinstance(key, str) or not LABEL_KEY.match(key):
+            errors.append("%s: label key %r must be letters, digits, '.', '_' and '-' (no '=', spaces or newlines)"
+                          % (where, key))
+        elif key.lower().startswith(RESERVED_LABEL_PREFIXES):
+            errors.append("%s: label key %r uses a reserved prefix (%s)" % (where, key, ", ".join(RESERVED_LABEL_PREFIXES)))
+        if isinstance(value, (dict, list)) or value is None:
+            errors.append("%s: label %r must have a string value" % (where, key))
+        elif any(ord(c) < 32 or ord(c) == 127 for c in str(value)) or len(str(value)) > 1024:
+            errors.append("%s: label %r value must be at most 1024 characters without newlines or control characters"
+                          % (where, key))
 
 
 def _check_one(where, server, errors):
@@ -185,11 +312,14 @@ def _check_one(where, server, errors):
     elif _int_in(server.get("host_port"), 1, 65535) is not None and int(server["host_port"]) + replicas - 1 > 65535:
         errors.append("%s: host_port + replicas runs past 65535" % where)
     path = server.get("path")
-    if path is not None and not (isinstance(path, str) and path.startswith("/")):
-        errors.append("%s: path %r must start with /" % (where, path))
+    if path is not None and url_path_error(path):
+        errors.append("%s: path %r %s" % (where, path, url_path_error(path)))
     metrics_path = server.get("metrics_path")
-    if metrics_path is not None and not (isinstance(metrics_path, str) and (metrics_path == "" or metrics_path.startswith("/"))):
-        errors.append("%s: metrics_path %r must start with / (or be empty for no metrics)" % (where, metrics_path))
+    if metrics_path not in (None, "") and url_path_error(metrics_path):
+        errors.append("%s: metrics_path %r %s (or be empty for no metrics)" % (where, metrics_path, url_path_error(metrics_path)))
+    if bind_address_error(server.get("bind_address")):
+        errors.append("%s: bind_address %r %s" % (where, server.get("bind_address"),
+                                                   bind_address_error(server.get("bind_address"))))
     env = server.get("env", {})
     if not isinstance(env, dict):
         errors.append("%s: env must be a mapping" % where)
@@ -211,13 +341,12 @@ def _check_one(where, server, errors):
     user = str(server.get("user", DEFAULTS["user"]))
     uid = user.split(":", 1)[0].strip()
     # The engine reads "00", "+0" and "0000" as uid 0 too.
-    if uid in ("", "root") or (re.match(r"^[+-]?[0-9]+$", uid) and int(uid) == 0):
+    if uid in ("", "root") or (re.match(r"^[+-]?[0-9]+\Z", uid) and int(uid) == 0):
         errors.append("%s: user %r is root; MCP servers run as a non-root user" % (where, user))
-    elif server.get("secrets") and not re.match(r"^[0-9]+(:[0-9]+)?$", user):
+    elif server.get("secrets") and not re.match(r"^[0-9]+(:[0-9]+)?\Z", user):
         errors.append("%s: user %r must be a numeric uid[:gid] when secrets are mounted (they are owned by it)" % (where, user))
-    for key in ("labels",):
-        if not isinstance(server.get(key, {}), dict):
-            errors.append("%s: %s must be a mapping" % (where, key))
+    _check_labels(where, server.get("labels", {}), errors)
+    _check_tmpfs(where, server.get("tmpfs", DEFAULTS["tmpfs"]), errors)
     if not isinstance(server.get("stateless", False), bool):
         errors.append("%s: stateless must be true or false" % where)
     if "max_sessions" in server:
@@ -226,7 +355,7 @@ def _check_one(where, server, errors):
         elif _int_in(server["max_sessions"], 1, 1024) is None:
             errors.append("%s: max_sessions %r must be a whole number from 1 to 1024" % (where, server["max_sessions"]))
     hosts = server.get("hosts")
-    if hosts is not None and not (isinstance(hosts, list) and all(isinstance(h, str) for h in hosts)):
+    if hosts is not None and not (isinstance(hosts, list) and all(isinstance(h, str) and HOST_NAME.match(h) for h in hosts)):
         errors.append("%s: hosts must be a list of inventory host names" % where)
     if server.get("failover") is not None:
         _check_failover(where, server, errors)
@@ -242,6 +371,9 @@ def _check_failover(where, server, errors):
     for key in ("primary", "standby"):
         if not isinstance(failover.get(key), str) or not failover.get(key):
             errors.append("%s: failover.%s is required (an inventory host name)" % (where, key))
+        elif not HOST_NAME.match(failover[key]):
+            errors.append("%s: failover.%s %r is not an inventory host name (letters, digits, '.', '_', '-')"
+                          % (where, key, failover[key]))
     if isinstance(failover.get("primary"), str) and failover.get("primary") == failover.get("standby"):
         errors.append("%s: failover.primary and failover.standby must be two different hosts" % where)
     if "sync_interval" in failover and _int_in(failover["sync_interval"], 5, 86400) is None:
@@ -255,8 +387,26 @@ def _check_failover(where, server, errors):
         errors.append("%s: failover needs an HTTP transport (streamable-http or stdio), not sse" % where)
 
 
-def validate(servers):
-    """Every problem in the declared servers, as messages naming server and field."""
+def _check_placement(where, server, docker_hosts, errors):
+    known = set(docker_hosts or [])
+    named = []
+    if isinstance(server.get("hosts"), list):
+        named += [("hosts", h) for h in server["hosts"] if isinstance(h, str)]
+    if isinstance(server.get("failover"), dict):
+        named += [("failover." + k, server["failover"][k]) for k in ("primary", "standby")
+                  if isinstance(server["failover"].get(k), str) and server["failover"][k]]
+    for field, host in named:
+        if host not in known:
+            errors.append("%s: %s names %r, which is not a Docker host (the docker_hosts group)" % (where, field, host))
+
+
+def validate(servers, docker_hosts=None):
+    """Every problem in the declared servers, as messages naming server and field.
+
+    With ``docker_hosts`` (the inventory's Docker hosts), the hosts a server
+    names (``hosts``, ``failover.primary`` and ``failover.standby``) must be
+    among them.
+    """
     if servers is None:
         return []
     if not isinstance(servers, list):
@@ -276,6 +426,8 @@ def validate(servers):
         else:
             seen[name] = index
         _check_one(where, server, errors)
+        if docker_hosts is not None:
+            _check_placement(where, server, docker_hosts, errors)
     if not errors:
         errors.extend(_port_conflicts(servers))
     return errors
@@ -313,11 +465,13 @@ def _merge(defaults, server):
     return out
 
 
-def normalize(servers, host=None):
+def normalize(servers, host=None, address=None):
     """Declared servers with every default filled in and their containers listed.
 
-    With ``host``, only the servers that run on that inventory host. Raises
-    ValueError with all problems when the declaration is invalid.
+    With ``host``, only the servers that run on that inventory host. With
+    ``address`` (that host's fleet address), an unset ``bind_address`` becomes
+    it; it must then be an IP address. Raises ValueError with all problems
+    when the declaration is invalid.
     """
     errors = validate(servers)
     if errors:
@@ -331,6 +485,11 @@ def normalize(servers, host=None):
             full["hosts"] = [full["failover"]["primary"], full["failover"]["standby"]]
         if host is not None and full["hosts"] is not None and host not in full["hosts"]:
             continue
+        if full["bind_address"] is None and address is not None:
+            if bind_address_error(str(address)):
+                raise ValueError("mcp server %r: bind_address is unset and the host's fleet address %r is not an IP "
+                                 "address; set fleetops_address for the host (or bind_address)" % (full["name"], address))
+            full["bind_address"] = str(address)
         full["port"] = int(full["port"])
         full["host_port"] = int(full["host_port"])
         full["replicas"] = int(full["replicas"])

@@ -12,20 +12,58 @@ No message below ever contains a token or a hash.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 
 from ansible_collections.fleetops.mcp.plugins.module_utils._fleet import _int_in
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 # RFC 6750 b64token: the characters nginx's verifier accepts as a token.
-TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*\Z")
 LIMITS = {
     "rate_per_minute": (1, 60000),
     "burst": (0, 100000),
     "max_connections": (1, 100000),
 }
 KNOWN = {"name", "token", "token_sha256"} | set(LIMITS)
+# A plaintext token must carry at least this many bits by token_bits().
+MIN_TOKEN_BITS = 96
+# Longest run of characters stepping by +1 or -1 (abcdef, 654321) a token may hold.
+MAX_SEQUENCE = 7
+
+
+def token_bits(token):
+    """Estimated entropy of a token in bits: its length times the Shannon entropy of its own characters.
+
+    Counts each character by how often it appears in the token, so repeated characters and small
+    alphabets weigh little (sixteen ``a``: 0 bits; ``0123456789abcdef``: 64 bits; 32 random hex
+    digits: about 120; ``secrets.token_urlsafe(32)``: about 210). A token made of one repeated unit
+    (``abab...``, ``0123456789abcdef`` twice) or with a run of more than MAX_SEQUENCE stepping
+    characters counts as 0.
+    """
+    length = len(token)
+    if not length:
+        return 0.0
+    for period in range(1, length // 2 + 1):
+        if length % period == 0 and token[:period] * (length // period) == token:
+            return 0.0
+    run, last_step = 1, 0
+    for before, after in zip(token, token[1:]):
+        step = ord(after) - ord(before)
+        if abs(step) != 1:
+            run = 1
+        elif step == last_step:
+            run += 1
+        else:
+            run = 2
+        last_step = step
+        if run > MAX_SEQUENCE:
+            return 0.0
+    counts = {}
+    for char in token:
+        counts[char] = counts.get(char, 0) + 1
+    return -length * sum(n / length * math.log2(n / length) for n in counts.values())
 
 
 def validate(clients):
@@ -63,6 +101,10 @@ def validate(clients):
             errors.append("%s: token must be a bearer token (letters, digits, -._~+/ and trailing =)" % where)
         elif has_token and len(client["token"]) < 16:
             errors.append("%s: token must be at least 16 characters long" % where)
+        elif has_token and token_bits(client["token"]) < MIN_TOKEN_BITS:
+            errors.append("%s: token is too guessable (under %d bits: repeated or sequential characters or too few "
+                          "distinct ones); use a random one such as python3 -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))'" % (where, MIN_TOKEN_BITS))
         digest = _digest(client) if has_token != has_hash else None
         if digest:
             if digest in hashes:

@@ -1,10 +1,10 @@
 """CIS Docker Benchmark checks against the fleet's live Docker hosts and every container on them.
 
 docker-bench-security is not packaged for Debian, so the checks the fleet is
-held to are written here, each named by its CIS number. CIS 5.13 (bind
-published ports to one host interface) is not held yet: the MCP servers
-publish on 0.0.0.0 and the firewall role admits their ports by source
-(tests/test_firewall.py); the per-host bind address is the next step.
+held to are written here, each named by its CIS number. CIS 5.13: the MCP
+servers publish their ports on the host's own fleet address (bind_address
+unset), never on 0.0.0.0 or ::; the firewall role still admits them by
+source (tests/test_firewall.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from fleetops_testlib import container_host
+from fleetops_testlib import container_host, container_ip
 
 DOCKER_HOSTS = ["ms-1", "ms-2"]
 
@@ -69,4 +69,23 @@ def test_every_container_passes_the_cis_container_checks(name):
             failures.append(f"{who}: 5.31 the Docker socket is mounted")
         if "no-new-privileges:true" not in (hc.get("SecurityOpt") or []):
             failures.append(f"{who}: 5.25 may gain new privileges")
+        for port, bindings in sorted((hc.get("PortBindings") or {}).items()):
+            for binding in bindings or []:
+                if (binding.get("HostIp") or "") in ("", "0.0.0.0", "::", "[::]"):
+                    failures.append(f"{who}: 5.13 publishes {port} on every address ({binding.get('HostIp')!r})")
+                elif binding["HostIp"] != container_ip(name):
+                    failures.append(f"{who}: 5.13 publishes {port} on {binding['HostIp']}, not the host's fleet address")
     assert failures == []
+
+
+@pytest.mark.parametrize("name", DOCKER_HOSTS)
+def test_no_published_port_listens_on_every_address(name):
+    """CIS 5.13 from the host's side: nothing Docker publishes answers on loopback or another address."""
+    host = container_host(name)
+    ports = sorted({int(b["HostPort"]) for c in json.loads(run(host, "docker inspect $(docker ps -q)"))
+                    for bindings in (c["HostConfig"].get("PortBindings") or {}).values() for b in bindings or []})
+    assert ports, f"no published ports on {name}"
+    address = container_ip(name)
+    for port in ports:
+        assert host.run(f"timeout 3 bash -c 'exec 3<>/dev/tcp/{address}/{port}'").rc == 0, f"{address}:{port}"
+        assert host.run(f"timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'").rc != 0, f"127.0.0.1:{port}"

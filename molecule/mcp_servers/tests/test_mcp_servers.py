@@ -156,8 +156,15 @@ def test_killed_main_process_comes_back_by_restart_policy(name):
          "mcp server 'a': resources.memory 'lots' is not a size"),
         ([{"name": "a", "image": "x:1", "host_port": 9000, "transport": "carrier-pigeon"}],
          "mcp server 'a': transport 'carrier-pigeon' is not one of"),
+        ([{"name": "a", "image": "x:1", "host_port": 9000, "volumes": [{"source": "/var/run/docker.sock", "target": "/s"}]}],
+         "mcp server 'a': volumes[0].source '/var/run/docker.sock' is a system directory or the engine's socket"),
+        ([{"name": "a", "image": "x:1", "host_port": 9000, "path": "/mcp;return 200"}],
+         "mcp server 'a': path '/mcp;return 200' must start with / and hold only letters, digits and - . _ ~ /"),
+        ([{"name": "a", "image": "x:1", "host_port": 9000, "failover": {"primary": "srv-1", "standby": "lb-9"}}],
+         "mcp server 'a': failover.standby names 'lb-9', which is not a Docker host (the docker_hosts group)"),
     ],
-    ids=["duplicate-name", "port-clash", "memory-lots", "unknown-transport"],
+    ids=["duplicate-name", "port-clash", "memory-lots", "unknown-transport", "docker-socket", "path-injection",
+         "failover-stranger"],
 )
 def test_bad_fleet_fails_first_naming_server_and_field(fleet, message):
     result = run_playbook("bad_input.yml", extra_vars={"fleetops_mcp_servers": fleet})

@@ -121,7 +121,7 @@ def test_lb_client_filters_name_the_client_and_raise_filter_errors():
     assert filters["mcp_lb_client_errors"]([{"name": "a"}]) == ["client 'a': set exactly one of token_sha256 and token"]
     with pytest.raises(AnsibleFilterError, match="invalid load balancer clients: client 'a'"):
         filters["mcp_lb_clients"]([{"name": "a"}])
-    model = filters["mcp_lb_clients"]([{"name": "a", "token": "x" * 20}])
+    model = filters["mcp_lb_clients"]([{"name": "a", "token": "sYoVFw0tePR6eehhy3IQmG54LGp3Um5n"}])
     assert model["clients"][0]["rate_per_minute"] == 50 and model["conn_zones"][0]["max_connections"] == 20
 
 

@@ -34,11 +34,26 @@ def test_the_active_is_the_recorded_one_only_for_the_declared_pair():
     assert _failover.active_hosts(SERVERS, stale) == {"memory": "dh-1"}
 
 
+@pytest.mark.parametrize(("bind", "url"), [("0.0.0.0", "http://127.0.0.1:18300/mcp"),
+                                           ("::", "http://127.0.0.1:18300/mcp"),
+                                           ("192.0.2.7", "http://192.0.2.7:18300/mcp"),
+                                           ("fd00::12", "http://[fd00::12]:18300/mcp")])
+def test_the_agent_probes_where_the_replica_is_published(bind, url):
+    servers = [dict(SERVERS[0], bind_address=bind)]
+    assert _failover.agent_config(servers, "dh-1", BACKENDS)["servers"]["memory"]["probe_url"] == url
+
+
+def test_an_agent_host_without_an_address_is_refused():
+    with pytest.raises(ValueError, match="failover host dh-1 has no address"):
+        _failover.agent_config(SERVERS, "dh-1", BACKENDS[1:])
+
+
 def test_agent_config_lists_the_peer_and_the_writable_volumes_only():
     config = _failover.agent_config(SERVERS, "dh-2", BACKENDS, ssh={"user": "root"})
     memory = config["servers"]["memory"]
     assert memory["peer"] == "10.0.0.11" and memory["peer_host"] == "dh-1"
-    assert memory["probe_url"] == "http://127.0.0.1:18300/mcp" and memory["stop_timeout"] == 7
+    # The replica is published on the host's own fleet address (CIS Docker 5.13), so the agent probes it there.
+    assert memory["probe_url"] == "http://10.0.0.12:18300/mcp" and memory["stop_timeout"] == 7
     assert memory["volumes"] == [{"source": "/var/lib/docker/volumes/memory-data/_data", "replica": "memory/memory-data"}]
     assert _failover.agent_config(SERVERS, "dh-3", BACKENDS)["servers"] == {}
     moved = _failover.agent_config(SERVERS, "dh-2", BACKENDS, docker_data_root="/srv/docker")

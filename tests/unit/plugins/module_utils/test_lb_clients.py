@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 
 import pytest
 
 from ansible_collections.fleetops.mcp.plugins.module_utils import _lb_clients
 
-TOKEN = "tok-" + "a" * 28
+TOKEN = "tok-Jq2xV9mZr7LwT4kHc8NbYe1PfG3sDu"
 HASH = hashlib.sha256(b"other-token-0123456789").hexdigest()
 
 
@@ -80,3 +81,30 @@ def test_normalize_rejects_bad_input_and_bad_defaults():
         _lb_clients.normalize([ok(burst=-1)], 50, 10, 20)
     with pytest.raises(ValueError, match="default rate_per_minute"):
         _lb_clients.normalize([ok()], 0, 10, 20)
+
+
+@pytest.mark.parametrize("token", ["aaaaaaaaaaaaaaaa", "abababababababab", "ab" * 32, "0123456789abcdef",
+                                   "0123456789abcdef" * 2, "tok-" + "a" * 28, "passwordpassword", "abcdefghijklmnop",
+                                   "ABCDEFGHIJk2Z9qR", "1111111122222222"])
+def test_guessable_tokens_are_refused_without_showing_them(token):
+    errors = _lb_clients.validate([{"name": "agent", "token": token}])
+    expected = ("client 'agent': token is too guessable (under 96 bits: repeated or sequential characters or "
+                "too few distinct ones); use a random one such as python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'")
+    assert errors == [expected]
+    assert token not in errors[0]
+
+
+def test_random_tokens_pass():
+    for _ in range(500):
+        assert _lb_clients.validate([{"name": "agent", "token": secrets.token_urlsafe(32)}]) == []
+    # 40 letters and digits, as inventories/local's demo tokens (ansible.builtin.password, length=40).
+    assert _lb_clients.validate([{"name": "agent", "token": "Wv3J0cQmN8tKx2LpRz5YhA7sGd9FbE1uT4oMiVe6"}]) == []
+
+
+@pytest.mark.parametrize(("token", "low", "high"), [
+    ("aaaaaaaaaaaaaaaa", 0, 0), ("0123456789abcdef", 0, 0), ("f0e1d2c3b4a59687", 63.9, 64.1),
+    ("a83694816514aac6c2e6af564b0e57b1", 100, 130),
+])
+def test_the_estimate_is_length_times_the_tokens_own_shannon_entropy(token, low, high):
+    assert low <= _lb_clients.token_bits(token) <= high
