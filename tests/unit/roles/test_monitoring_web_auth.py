@@ -1,4 +1,4 @@
-"""The monitoring role's basic auth (issue 14): when it is on, what the templates render, checked with promtool.
+"""The monitoring role's basic auth (issue 14): when it is on, what its templates and Grafana's datasource render.
 
 The role's templates are rendered by ansible-playbook on this host with the role's defaults and vars (no
 Prometheus runs here); the web config and prometheus.yml are then checked with Debian's promtool (unpacked
@@ -138,3 +138,47 @@ def test_prometheus_authenticates_its_own_scrapes_and_alerting_as_the_first_user
     check = subprocess.run([promtool(), "check", "config", "--syntax-only", str(out / "prometheus.yml")],
                            capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+GRAFANA_PLAYBOOK = """
+- name: Render Grafana's datasource
+  hosts: mon-1
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Load the role's defaults and vars (extra vars still win)
+      ansible.builtin.include_vars: "{{ item }}"
+      loop: ["%(role)s/defaults/main.yml", "%(role)s/vars/main.yml"]
+    - name: Render
+      ansible.builtin.template:
+        src: "%(role)s/templates/datasource.yml.j2"
+        dest: "{{ out }}/datasource.yml"
+        mode: "0600"
+"""
+
+
+def grafana_datasource(tmp_path, **extra) -> dict:
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "play.yml").write_text(GRAFANA_PLAYBOOK % {"role": ROOT / "roles" / "grafana"})
+    (tmp_path / "hosts.yml").write_text(INVENTORY)
+    plan = dict(PLAN, prometheus=dict(PLAN["prometheus"], url="http://127.0.0.1:9090", scrape_interval="15s"))
+    (tmp_path / "vars.json").write_text(json.dumps({"out": str(out), "fleetops_plan": plan,
+                                                    "ansible_python_interpreter": sys.executable, **extra}))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    result = subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"),
+                             str(tmp_path / "play.yml"), "-e", f"@{tmp_path / 'vars.json'}"],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return yaml.safe_load((out / "datasource.yml").read_text())["datasources"][0]
+
+
+def test_grafanas_datasource_authenticates_as_the_monitors_first_web_user(tmp_path):
+    source = grafana_datasource(tmp_path, monitoring_web_users=USERS)
+    assert (source["basicAuth"], source["basicAuthUser"]) == (True, "grafana")
+    assert source["secureJsonData"] == {"basicAuthPassword": "first-user-password"}
+
+
+def test_grafanas_datasource_has_no_auth_without_web_users(tmp_path):
+    source = grafana_datasource(tmp_path)
+    assert "basicAuth" not in source and "secureJsonData" not in source
