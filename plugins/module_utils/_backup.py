@@ -73,6 +73,7 @@ def items(servers, host, kinds, extra_paths=None, prometheus_url=None, prometheu
         out.append({"name": "prometheus-tsdb", "prometheus_snapshot": prometheus_url,
                     "prometheus_data_dir": prometheus_data_dir
                     or _plan.MONITORING_DEFAULTS["monitoring_prometheus_data_dir"],
+                    "prometheus_auth_file": _plan.PROMETHEUS_AUTH_FILE,
                     "restart": {"stop": ["prometheus"]}})
     names = [i["name"] for i in out]
     if len(names) != len(set(names)):

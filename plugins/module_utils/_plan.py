@@ -26,8 +26,9 @@ their slice of it instead of each other's variables, paths and group names:
   ``snapshot``, whether its admin API allows TSDB snapshots (a monitor with
   ``monitoring_prometheus_admin_api``), ``url`` (from
   ``monitoring_prometheus_listen_address`` and ``monitoring_prometheus_port``),
-  ``scrape_interval`` (``monitoring_scrape_interval``) and ``data_dir``, where
-  its TSDB is (``monitoring_prometheus_data_dir``);
+  ``scrape_interval`` (``monitoring_scrape_interval``), ``data_dir``, where
+  its TSDB is (``monitoring_prometheus_data_dir``), and ``auth_file``, where
+  the monitoring role keeps its basic auth credentials for root's consumers;
 - ``failover_controllers``: the hosts that run the failover daemon
   (``mcp_failover_controller``, else the first monitor);
 - ``firewall``: what this host listens on and who may connect, for the
@@ -116,6 +117,11 @@ def _truthy(value):
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+# Where a monitor keeps its Prometheus web user's credentials (user:password, root only) when Prometheus has
+# basic auth: the monitoring role writes it, the backup role's TSDB snapshot reads it.
+PROMETHEUS_AUTH_FILE = "/etc/prometheus/web-client.auth"
 
 
 def local_address(address):
@@ -243,6 +249,7 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
                                      _monitoring(own, "monitoring_prometheus_port")),
             "scrape_interval": str(_monitoring(own, "monitoring_scrape_interval")),
             "data_dir": str(_monitoring(own, "monitoring_prometheus_data_dir")),
+            "auth_file": PROMETHEUS_AUTH_FILE,
         },
         "failover_controllers": [controller] if controller else [],
         "firewall": firewall_services(kinds, own) if kinds else [],

@@ -100,6 +100,9 @@ def main() -> int:
         ip = address(mon)
         print(f"  Prometheus          http://{ip}:9090")
         print(f"  Alertmanager        http://{ip}:9093")
+    web_password = CACHE / "demo-tokens" / "prometheus-web"
+    if monitors and web_password.exists():
+        print(f"  their basic auth    fleetops-demo / {web_password.read_text().strip()}   (test-only; also in {web_password})")
     print(f"  this converge       {converge_changes(CACHE / 'demo-converge.log')}")
     print("\nRemove it all with: make demo-destroy\n")
     return 0 if all(results) else 1

@@ -9,11 +9,13 @@ is sent to the datasource URL they name, from mon-1 itself, as Grafana would.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pathlib
 import re
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -32,11 +34,32 @@ DH = "ms-1"
 DHS = ["ms-1", "ms-2"]
 SERVERS = ["reference", "reference-stateless", "time", "everything"]
 WEBHOOK_LOG = "/var/log/fleetops-test-webhook.jsonl"
+# Prometheus and Alertmanager ask for basic auth (this machine is an operator, firewall_operator_cidrs): the
+# inventory's test-only user, its password made on first use (inventories/local/group_vars/monitors.yml).
+WEB_USER = "fleetops-demo"
+
+
+def web_password() -> str:
+    return (CACHE / "demo-tokens" / "prometheus-web").read_text().strip()
+
+
+def web_request(url: str, user: str | None = WEB_USER, password: str | None = None, timeout: float = 10):
+    """GET ``url`` with basic auth (``user`` None: without); the status and the body."""
+    request = urllib.request.Request(url)
+    if user is not None:
+        credentials = f"{user}:{web_password() if password is None else password}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - test network only
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 def get_json(url: str, timeout: float = 10):
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - test network only
-        return json.load(response)
+    status, body = web_request(url, timeout=timeout)
+    assert status == 200, (url, status, body[:300])
+    return json.loads(body)
 
 
 def query(expr: str, base: str = PROMETHEUS):
@@ -87,6 +110,49 @@ def test_every_scrape_target_from_the_inventory_is_up():
         return got if got == expected and not down else None
 
     wait_until("every target listed and up", all_up, deadline_s=60)
+
+
+@pytest.mark.parametrize("base", [PROMETHEUS, ALERTMANAGER], ids=["prometheus", "alertmanager"])
+def test_prometheus_and_alertmanager_ask_the_operator_for_basic_auth(base):
+    """From the operator's address (this machine, firewall_operator_cidrs): 401 without credentials or with a
+    wrong password, on the UI, the API and the health endpoints; 200 with the inventory's user."""
+    api = f"{base}/api/v1/status/config" if base == PROMETHEUS else f"{base}/api/v2/status"
+    for path in (api, f"{base}/-/ready", f"{base}/"):
+        assert web_request(path, user=None)[0] == 401, path
+        assert web_request(path, password="not-the-password")[0] == 401, path
+        assert web_request(path, user="nobody")[0] == 401, path
+        assert web_request(path)[0] == 200, path
+
+
+def test_the_monitors_own_consumers_authenticate():
+    """Prometheus scrapes itself and Alertmanager through basic auth (both up), sends its alerts to an
+    Alertmanager it reaches (the delivery test proves them delivered), and the web config names the users'
+    bcrypt hashes only: every secret file root's or prometheus', never world-readable."""
+    wait_until("prometheus and alertmanager scraped", lambda: len(
+        query('up{job=~"prometheus|alertmanager"} == 1')) == 2, deadline_s=60)
+    alertmanagers = get_json(f"{PROMETHEUS}/api/v1/alertmanagers")["data"]
+    assert [a["url"] for a in alertmanagers["activeAlertmanagers"]] == ["http://127.0.0.1:9093/api/v2/alerts"]
+    mon = container_host(MON)
+    password = web_password()
+    web = mon.file("/etc/prometheus/web-config.yml")
+    assert (web.user, web.group, web.mode) == ("root", "prometheus", 0o640)
+    users = yaml.safe_load(web.content_string)["basic_auth_users"]
+    assert list(users) == [WEB_USER] and re.match(r"^\$2[aby]\$[0-9]{2}\$", users[WEB_USER])
+    assert password not in web.content_string
+    for path, owner, mode in (("/etc/prometheus/web-users.htpasswd", ("root", "root"), 0o600),
+                              ("/etc/prometheus/web-client.password", ("root", "prometheus"), 0o640),
+                              ("/etc/prometheus/web-client.auth", ("root", "root"), 0o600)):
+        secret = mon.file(path)
+        assert ((secret.user, secret.group), secret.mode) == (owner, mode), path
+    for path in ("/etc/prometheus/prometheus.yml", "/etc/default/prometheus", "/etc/default/prometheus-alertmanager"):
+        assert password not in mon.file(path).content_string, path
+    for unit in ("prometheus", "prometheus-alertmanager"):
+        assert "--web.config.file=/etc/prometheus/web-config.yml" in mon.file(f"/etc/default/{unit}").content_string
+    # A second run keeps the hashes (bcrypt is salted: a re-hash would change the file).
+    before = web.content_string
+    result = run_playbook("../../playbooks/monitoring.yml", limit=MON)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert mon.file("/etc/prometheus/web-config.yml").content_string == before
 
 
 def test_mcp_probes_through_the_vip_succeed_with_the_token_and_fail_without():
@@ -234,6 +300,11 @@ def test_every_dashboard_query_runs_with_data_through_the_provisioned_datasource
 
     mon, datasource, dashboards = grafana_files()
     assert datasource["type"] == "prometheus" and datasource["uid"] == "fleetops-prometheus"
+    # Prometheus asks for basic auth: the datasource carries the inventory's first user.
+    assert (datasource["basicAuth"], datasource["basicAuthUser"]) == (True, WEB_USER)
+    assert datasource["secureJsonData"]["basicAuthPassword"] == web_password()
+    provisioned = mon.file("/etc/grafana/provisioning/datasources/fleetops.yml")
+    assert provisioned.user == "root" and provisioned.mode == 0o640
     assert set(dashboards) == {"fleetops-overview.json", "fleetops-operations.json", "fleetops-debugging.json"}
     base = datasource["url"]
     failures, empty, count = [], [], 0
@@ -248,19 +319,22 @@ def test_every_dashboard_query_runs_with_data_through_the_provisioned_datasource
                 exprs.append((name, panel["title"], grafana_expr(target["expr"])))
     # One round trip to mon-1 for all queries, sent from there to the datasource URL.
     script = (
-        "import json,sys,urllib.parse,urllib.request\n"
+        "import base64,json,sys,urllib.parse,urllib.request\n"
         "out=[]\n"
+        "auth='Basic '+base64.b64encode(sys.argv[2].encode()).decode()\n"
         "for e in json.load(sys.stdin):\n"
         "    u=sys.argv[1]+'/api/v1/query?'+urllib.parse.urlencode({'query':e})\n"
         "    try:\n"
-        "        out.append(json.load(urllib.request.urlopen(u,timeout=10)))\n"
+        "        r=urllib.request.Request(u,headers={'Authorization':auth})\n"
+        "        out.append(json.load(urllib.request.urlopen(r,timeout=10)))\n"
         "    except Exception as x:\n"
         "        out.append({'status':'error','error':str(x)})\n"
         "print(json.dumps(out))\n"
     )
     mon.run(f"cat > /tmp/fleetops-queries.py <<'PYEOF'\n{script}PYEOF")
     payload = json.dumps([e for _, _, e in exprs]).replace("'", "'\\''")
-    out = mon.run(f"echo '{payload}' | python3 /tmp/fleetops-queries.py {base}")
+    credentials = f"{datasource['basicAuthUser']}:{datasource['secureJsonData']['basicAuthPassword']}"
+    out = mon.run(f"echo '{payload}' | python3 /tmp/fleetops-queries.py {base} '{credentials}'")
     assert out.rc == 0, out.stderr
     answers = json.loads(out.stdout)
     for (board, title, expr), answer in zip(exprs, answers):
@@ -349,8 +423,14 @@ def test_a_stopped_mcp_server_fires_its_alert_in_time_and_alertmanager_delivers_
          "monitoring_agent_node_exporter_port must be a whole number from 1 to 65535; got 70000"),
         ({"grafana_install": True, "grafana_admin_password": "short"},
          "grafana_admin_password is required with grafana_install and must have at least 12 characters"),
+        ({"monitoring_web_users": []},
+         "monitoring_web_auth is on (firewall_operator_cidrs admits more than the monitors): set monitoring_web_users"),
+        ({"monitoring_web_users": [{"name": "ops", "password": "too-short"}]},
+         "monitoring_web_users must be a list of {name, password}: unique names of letters, digits, . _ -, and"
+         " passwords of at least 12 characters."),
     ],
-    ids=["route-receiver", "probe-url", "scrape-interval", "probe-protocol", "data-dir", "exporter-port", "grafana-password"],
+    ids=["route-receiver", "probe-url", "scrape-interval", "probe-protocol", "data-dir", "exporter-port", "grafana-password",
+         "web-users-missing", "web-password-short"],
 )
 def test_bad_inputs_fail_naming_the_variable_and_change_nothing(extra_vars, message):
     mon = container_host(MON)

@@ -260,6 +260,53 @@ def test_a_prometheus_snapshot_is_archived_under_the_data_dir_and_removed_after(
     assert not (data / "wal").exists()
 
 
+def test_the_snapshot_request_carries_basic_auth_from_the_auth_file_when_it_exists(tmp_path):
+    """Prometheus behind basic auth (monitoring_web_auth): the snapshot call sends the credentials the
+    monitoring role wrote to the auth file, and is refused (named) without them."""
+    import base64
+    import http.server
+    import threading
+
+    data = tmp_path / "metrics2"
+    data.mkdir()
+    seen = []
+
+    class Admin(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            seen.append(self.headers.get("Authorization"))
+            if self.headers.get("Authorization") != "Basic " + base64.b64encode(b"fleet-ops:s3cret:with-colon").decode():
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            (data / "snapshots" / "snap-1" / "01BLOCK").mkdir(parents=True)
+            (data / "snapshots" / "snap-1" / "01BLOCK" / "meta.json").write_text("{}")
+            body = b'{"status":"success","data":{"name":"snap-1"}}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Admin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    auth = tmp_path / "web-client.auth"
+    item = {"name": "prometheus-tsdb", "prometheus_snapshot": "http://127.0.0.1:%d" % server.server_port,
+            "prometheus_data_dir": str(data), "prometheus_auth_file": str(auth)}
+    try:
+        # No auth file (basic auth off): no header, and this Prometheus refuses.
+        with pytest.raises(fb.BackupError, match="admin API"):
+            fb.run_backup({"host": "mon", "archive_dir": str(tmp_path / "b1"), "items": [item]})
+        auth.write_text("fleet-ops:s3cret:with-colon\n")
+        manifest = fb.run_backup({"host": "mon", "archive_dir": str(tmp_path / "b2"), "items": [item]})
+    finally:
+        server.shutdown()
+    assert seen[0] is None and seen[-1].startswith("Basic ")
+    assert any(name.endswith("/01BLOCK/meta.json") for name in manifest["files"])
+
+
 def test_a_refused_snapshot_names_the_admin_api(tmp_path):
     config = {"host": "mon", "archive_dir": str(tmp_path / "b"), "items": [
         {"name": "prometheus-tsdb", "prometheus_snapshot": "http://127.0.0.1:9", "prometheus_data_dir": str(tmp_path)}]}

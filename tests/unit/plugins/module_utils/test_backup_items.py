@@ -47,7 +47,10 @@ def test_other_hosts_get_their_roles_configuration_and_the_monitor_a_snapshot():
     assert lb[0]["restart"] == {"reload": ["nginx", "keepalived"]} and lb[0]["optional"] is True
     mon = _backup.items(SERVERS, "mon", ["monitors"], prometheus_url="http://127.0.0.1:9090")
     assert mon[-1] == {"name": "prometheus-tsdb", "prometheus_snapshot": "http://127.0.0.1:9090",
-                       "prometheus_data_dir": "/var/lib/prometheus/metrics2", "restart": {"stop": ["prometheus"]}}
+                       "prometheus_data_dir": "/var/lib/prometheus/metrics2",
+                       # Basic auth credentials, where the monitoring role has written them.
+                       "prometheus_auth_file": "/etc/prometheus/web-client.auth",
+                       "restart": {"stop": ["prometheus"]}}
 
 
 def test_a_bad_backup_command_is_named():

@@ -120,7 +120,8 @@ def test_only_monitors_with_the_admin_api_take_snapshots_and_the_url_follows_the
     hostvars["mon-1"] = {"monitoring_prometheus_admin_api": "yes", "monitoring_prometheus_listen_address": "10.0.0.31",
                          "monitoring_prometheus_port": 9999, "monitoring_prometheus_data_dir": "/srv/tsdb"}
     assert plan("mon-1", hostvars=hostvars)["prometheus"] == {"snapshot": True, "url": "http://10.0.0.31:9999",
-                                                              "scrape_interval": "15s", "data_dir": "/srv/tsdb"}
+                                                              "scrape_interval": "15s", "data_dir": "/srv/tsdb",
+                                                              "auth_file": "/etc/prometheus/web-client.auth"}
     # The backup role snapshots below the monitor's own data directory, as the plan says.
     items = _backup.items([], "mon-1", ["monitors"], prometheus_url="http://10.0.0.31:9999",
                           prometheus_data_dir=plan("mon-1", hostvars=hostvars)["prometheus"]["data_dir"])
