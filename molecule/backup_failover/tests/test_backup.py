@@ -216,8 +216,12 @@ def test_restore_refuses_an_archive_path_or_an_item_that_is_not_a_name(extra_var
         ({"backup_copy_keep_count": 0}, "backup_copy_keep_count must be a whole number from 1 to 1000; got 0"),
         ({"backup_copy_prune_calendar": "often"},
          "backup_copy_prune_calendar 'often' is not a systemd calendar expression"),
+        ({"backup_age_recipients": []}, "backup_age_recipients must list the operator's age public keys"),
+        ({"backup_manifest_key": "short"}, "backup_manifest_key must be a secret of at least 32 characters"),
+        ({"backup_extra_paths": ["/srv/data/"]}, "backup_extra_paths must be a normalised absolute path"),
     ],
-    ids=["calendar", "keep-count", "copy-host", "copy-keep-count", "prune-calendar"],
+    ids=["calendar", "keep-count", "copy-host", "copy-keep-count", "prune-calendar", "no-recipients", "short-key",
+         "trailing-slash"],
 )
 def test_bad_inputs_fail_naming_the_variable(extra_vars, message):
     dh = container_host(DH)

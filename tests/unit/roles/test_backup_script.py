@@ -531,3 +531,19 @@ def test_an_encrypted_archive_with_a_wrong_or_no_identity_is_refused_changing_no
     with pytest.raises(fb.BackupError, match=message):
         fb.restore(archive, str(site["tmp"] / "kept"), site["config"], identity=other if which == "wrong" else None)
     assert tree(site["tmp"]) == before
+
+
+def test_an_item_path_that_is_a_symlink_on_the_host_is_not_written_through(site):
+    manifest = fb.run_backup(site["config"], runner=site["runner"])
+    archive = os.path.join(site["config"]["archive_dir"], manifest["archive"])
+    # Someone replaced the volume's directory with a link to elsewhere: the restore must not follow it.
+    elsewhere = site["tmp"] / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("not the volume's\n")
+    os.rename(site["data"] / "notes", site["tmp"] / "notes-moved")
+    os.symlink(elsewhere, site["data"] / "notes")
+    before = tree(site["tmp"])
+    for dry_run in (True, False):
+        with pytest.raises(fb.BackupError, match="is a symlink on this host"):
+            fb.restore(archive, str(site["tmp"] / "kept"), site["config"], dry_run=dry_run)
+    assert tree(site["tmp"]) == before
