@@ -1,5 +1,6 @@
-"""Backups and restores: the timer, one run's archive and manifest (also on the backup host), a
-byte-identical restore onto a wiped host, and a damaged archive refused with nothing changed.
+"""Backups and restores: the timer, one run's encrypted archive and authenticated manifest (also on
+the backup host), a byte-identical restore onto a wiped host, and a damaged, forged or undecryptable
+archive refused with nothing changed.
 
 The data is real: @modelcontextprotocol/server-memory's knowledge graph,
 written through the load balancer with MCP tools/call.
@@ -12,6 +13,9 @@ import os
 import time
 import uuid
 
+import shutil
+import subprocess
+
 import pytest
 from fleetops_testlib import container_host, container_ip, run_playbook
 from memory_graph import recalled, remember
@@ -21,6 +25,7 @@ ARCHIVES = "/var/backups/fleetops"
 # bf-dh-1 keeps its Docker data in /srv/docker (host_vars/bf-dh-1.yml).
 VOLUME = "/srv/docker/volumes/memory-data/_data"
 TOOL = "/usr/local/libexec/fleetops/fleetops-backup"
+MANIFEST_KEY = "/etc/fleetops/backup-manifest.key"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,9 +48,22 @@ def newest_archive(host) -> str:
     """The newest backup archive (not a pre-restore copy) in the host's archive directory."""
     name = host.run("hostname").stdout.strip()
     names = sorted(host.run(f"ls {ARCHIVES}").stdout.split())
-    archives = [n for n in names if n.startswith(name + "-") and n.endswith(".tar.gz")]
+    archives = [n for n in names if n.startswith(name + "-") and n.endswith(".tar.gz.age")]
     assert archives, names
     return f"{ARCHIVES}/{archives[-1]}"
+
+
+def manifest_of(archive: str) -> str:
+    return archive.replace(".tar.gz.age", ".manifest.json")
+
+
+def keyed(host, path: str) -> str:
+    """The manifest's digest of a file on a host: HMAC-SHA256 with the host's manifest key."""
+    script = ("import hashlib, hmac, sys; key = open(sys.argv[1], 'rb').read().strip(); "
+              "print(hmac.new(key, open(sys.argv[2], 'rb').read(), hashlib.sha256).hexdigest())")
+    out = host.run(f'python3 -c "{script}" {MANIFEST_KEY} {path}')
+    assert out.rc == 0, out.stderr
+    return out.stdout.strip()
 
 
 def run_backup(host) -> None:
@@ -77,19 +95,33 @@ def test_one_service_run_yields_an_archive_with_its_manifest_here_and_on_the_bac
     before = time.time()
     run_backup(dh)
     archive = newest_archive(dh)
-    manifest = json.loads(dh.file(archive.replace(".tar.gz", ".manifest.json")).content_string)
+    manifest = json.loads(dh.file(manifest_of(archive)).content_string)
     assert manifest["created"] >= before - 1
     assert {i["name"] for i in manifest["items"]} == {"docker-host-config", "volume-memory-memory-data"}
-    # The live graph file is in the manifest with its exact checksum.
+    # The live graph file is in the manifest with its exact keyed digest, never a plain sha256.
     live = digests(dh, [VOLUME])[f"{VOLUME}/memory.jsonl"]
-    assert manifest["files"][f"volume-memory-memory-data{VOLUME}/memory.jsonl"]["sha256"] == live
+    assert manifest["files"][f"volume-memory-memory-data{VOLUME}/memory.jsonl"]["hmac"] == keyed(
+        dh, f"{VOLUME}/memory.jsonl")
+    assert live not in dh.file(manifest_of(archive)).content_string
+    # Encrypted with age before it left the host, no plaintext beside it; the manifest is authenticated.
+    assert manifest["encrypted"] is True and len(manifest["hmac"]) == 64
+    assert dh.run(f"head -c 21 {archive}").stdout == "age-encryption.org/v1"
+    assert [n for n in dh.run(f"ls -A {ARCHIVES}").stdout.split()
+            if n.endswith((".tar.gz", ".partial")) and not n.startswith("pre-restore-")] == []
+    key = dh.file(MANIFEST_KEY)
+    assert (key.user, key.group, key.mode) == ("root", "root", 0o400)
     assert marker in dh.file(f"{VOLUME}/memory.jsonl").content_string
     assert (dh.file(archive).mode, dh.file(ARCHIVES).mode) == (0o600, 0o700)
     verify = dh.run(f"{TOOL} verify {archive}")
     assert verify.rc == 0 and json.loads(verify.stdout)["ok"] is True
+    # Without the identity, only the ciphertext is checked; the host holds no key that decrypts.
+    assert json.loads(verify.stdout)["contents_checked"] is False
+    assert dh.run("grep -rl AGE-SECRET-KEY /etc /root /var/backups").rc != 0
     # The same bytes on the backup host, in this host's own directory.
     copy = f"/srv/fleetops-backups/{DH}/{os.path.basename(archive)}"
     assert bk.file(copy).sha256sum == manifest["archive_sha256"]
+    # The manifest key never goes to the backup host.
+    assert bk.run(f"grep -rlF '{dh.file(MANIFEST_KEY).content_string.strip()}' /srv /etc /root").rc != 0
     # The run's metrics for node_exporter.
     prom = dh.file("/var/lib/prometheus/node-exporter/fleetops_backup.prom").content_string
     assert "fleetops_backup_last_run_success 1" in prom
@@ -101,8 +133,8 @@ def test_one_service_run_yields_an_archive_with_its_manifest_here_and_on_the_bac
 def test_the_load_balancer_backs_up_its_configuration():
     lb = container_host(LB)
     run_backup(lb)
-    manifest = json.loads(lb.file(newest_archive(lb).replace(".tar.gz", ".manifest.json")).content_string)
-    assert manifest["files"]["load-balancer-config/etc/nginx/nginx.conf"]["sha256"] == lb.file("/etc/nginx/nginx.conf").sha256sum
+    manifest = json.loads(lb.file(manifest_of(newest_archive(lb))).content_string)
+    assert manifest["files"]["load-balancer-config/etc/nginx/nginx.conf"]["hmac"] == keyed(lb, "/etc/nginx/nginx.conf")
 
 
 def test_a_wiped_host_is_restored_byte_for_byte_from_the_backup_host():
@@ -184,8 +216,12 @@ def test_restore_refuses_an_archive_path_or_an_item_that_is_not_a_name(extra_var
         ({"backup_copy_keep_count": 0}, "backup_copy_keep_count must be a whole number from 1 to 1000; got 0"),
         ({"backup_copy_prune_calendar": "often"},
          "backup_copy_prune_calendar 'often' is not a systemd calendar expression"),
+        ({"backup_age_recipients": []}, "backup_age_recipients must list the operator's age public keys"),
+        ({"backup_manifest_key": "short"}, "backup_manifest_key must be a secret of at least 32 characters"),
+        ({"backup_extra_paths": ["/srv/data/"]}, "backup_extra_paths must be a normalised absolute path"),
     ],
-    ids=["calendar", "keep-count", "copy-host", "copy-keep-count", "prune-calendar"],
+    ids=["calendar", "keep-count", "copy-host", "copy-keep-count", "prune-calendar", "no-recipients", "short-key",
+         "trailing-slash"],
 )
 def test_bad_inputs_fail_naming_the_variable(extra_vars, message):
     dh = container_host(DH)
@@ -212,7 +248,7 @@ def test_the_backup_host_is_append_only_for_sources_and_keeps_its_own_count():
     received = f"/srv/fleetops-backups/{LB}"
 
     def archives():
-        return sorted(n for n in bk.run(f"ls {received}").stdout.split() if n.endswith(".tar.gz"))
+        return sorted(n for n in bk.run(f"ls {received}").stdout.split() if n.endswith(".tar.gz.age"))
 
     for _ in range(8):  # more than the backup host keeps (backup_keep_count 5)
         if len(archives()) > 5:
@@ -240,4 +276,63 @@ def test_the_backup_host_is_append_only_for_sources_and_keeps_its_own_count():
     assert pruned.rc == 0, bk.run("journalctl -u fleetops-backup-prune.service -n 20 --no-pager").stdout
     assert archives() == before[-5:]
     manifests = sorted(n for n in bk.run(f"ls {received}").stdout.split() if n.endswith(".manifest.json"))
-    assert manifests == [n.replace(".tar.gz", ".manifest.json") for n in before[-5:]]
+    assert manifests == [manifest_of(n) for n in before[-5:]]
+
+
+def wrong_identity(tmp_path) -> str:
+    """A fresh age identity on the controller that the archives are not encrypted for."""
+    if not shutil.which("age-keygen"):
+        pytest.skip("age-keygen is not installed on the controller (Debian package age)")
+    path = tmp_path / "not-the-operators.agekey"
+    subprocess.run(["age-keygen", "-o", str(path)], check=True, capture_output=True)
+    return str(path)
+
+
+def test_a_wrong_identity_is_refused_by_name_and_removed_from_the_host(tmp_path):
+    dh = container_host(DH)
+    run_backup(dh)
+    archive = os.path.basename(newest_archive(dh))
+    other = wrong_identity(tmp_path)
+    before = digests(dh, [VOLUME, "/etc/nftables.d"])
+    started = dh.run("docker inspect -f '{{.State.StartedAt}}' mcp-memory-1").stdout
+    result = run_playbook("../../playbooks/restore.yml", extra_vars={
+        "restore_hosts": DH, "restore_archive": archive, "backup_age_identity_file": other})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "Refusing to restore" in output and "is encrypted for other recipients" in output, output[-3000:]
+    assert digests(dh, [VOLUME, "/etc/nftables.d"]) == before
+    assert dh.run("docker inspect -f '{{.State.StartedAt}}' mcp-memory-1").stdout == started
+    # The identity was on the host for the restore only, and is gone after a refusal too.
+    assert dh.run("ls -d /tmp/fleetops-restore-identity.*").rc != 0
+
+
+def test_a_manifest_edited_on_the_backup_host_is_refused_before_anything():
+    dh, bk = container_host(DH), container_host(BK)
+    run_backup(dh)
+    archive = os.path.basename(newest_archive(dh))
+    remote = f"/srv/fleetops-backups/{DH}/{manifest_of(archive)}"
+    # What a compromised backup host could do: widen an item to / (it has no manifest key to re-sign).
+    edit = ("import json, sys; m = json.load(open(sys.argv[1])); m['items'][0]['paths'] = ['/']; "
+            "json.dump(m, open(sys.argv[1], 'w'))")
+    assert bk.run(f'python3 -c "{edit}" {remote}').rc == 0
+    before = digests(dh, [VOLUME, "/etc/nftables.d"])
+    result = run_playbook("../../playbooks/restore.yml", extra_vars={
+        "restore_hosts": DH, "restore_from_backup_host": True, "restore_archive": archive})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "Refusing to restore" in output and "fails its HMAC" in output, output[-3000:]
+    assert digests(dh, [VOLUME, "/etc/nftables.d"]) == before
+
+
+def test_restore_names_the_archive_chosen_and_its_manifest_date_before_restoring():
+    dh = container_host(DH)
+    run_backup(dh)
+    first = os.path.basename(newest_archive(dh))
+    time.sleep(1.1)  # archive names are stamped to the second
+    run_backup(dh)
+    assert os.path.basename(newest_archive(dh)) != first
+    result = run_playbook("../../playbooks/restore.yml", extra_vars={"restore_hosts": DH, "restore_archive": first})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, output[-3000:]
+    stamp = first[len(DH) + 1:].split(".")[0]
+    assert f"restoring from {first}, made {stamp} (UTC, from its authenticated manifest)" in output, output[-3000:]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -31,6 +35,13 @@ def tree(root: Path) -> dict:
     return out
 
 
+def write_key(directory: Path) -> str:
+    key = directory / "manifest.key"
+    key.write_text("k" * 64 + "\n")
+    os.chmod(key, 0o400)
+    return str(key)
+
+
 @pytest.fixture()
 def site(tmp_path):
     data = tmp_path / "data"
@@ -43,6 +54,7 @@ def site(tmp_path):
     conf = tmp_path / "etc" / "nginx.conf"
     conf.parent.mkdir()
     conf.write_text("events {}\n")
+    key = write_key(tmp_path)
     calls = []
 
     def runner(command, **_):
@@ -51,7 +63,7 @@ def site(tmp_path):
 
     config = {
         "host": "dh-1", "archive_dir": str(tmp_path / "backups"), "keep_count": 3, "keep_days": 10,
-        "textfile_dir": str(tmp_path), "items": [
+        "textfile_dir": str(tmp_path), "manifest_key_file": key, "items": [
             {"name": "volume-notes", "paths": [str(data / "notes")], "hook": {"pause": ["mcp-notes-1"]},
              "restart": {"containers": ["mcp-notes-1"]}},
             {"name": "nginx", "paths": [str(conf)]},
@@ -69,7 +81,7 @@ def test_a_run_writes_an_archive_and_manifest_and_pauses_around_the_volume(site)
     assert {i["name"] for i in manifest["items"]} == {"volume-notes", "nginx"}
     names = set(manifest["files"])
     assert fb.member_name("volume-notes", str(site["data"] / "notes" / "deep" / "b.bin")) in names
-    assert fb.verify(archive)["archive_sha256"] == manifest["archive_sha256"]
+    assert fb.verify(archive, site["config"])["archive_sha256"] == manifest["archive_sha256"]
 
 
 def test_a_failing_item_still_unpauses_and_leaves_no_archive(site):
@@ -87,11 +99,11 @@ def test_restore_onto_a_wiped_host_is_byte_identical(site):
     import shutil
     shutil.rmtree(site["data"])
     site["conf"].unlink()
-    result = fb.restore(archive, str(site["tmp"] / "kept"))
+    result = fb.restore(archive, str(site["tmp"] / "kept"), site["config"])
     assert result["restored"] == ["nginx", "volume-notes"]
     assert (tree(site["data"]), site["conf"].read_bytes()) == before
     # Nothing differs any more: a second restore changes nothing.
-    assert fb.restore(archive, str(site["tmp"] / "kept"))["restored"] == []
+    assert fb.restore(archive, str(site["tmp"] / "kept"), site["config"])["restored"] == []
 
 
 def test_restore_keeps_a_copy_of_what_it_overwrites_and_removes_extra_files(site):
@@ -99,7 +111,7 @@ def test_restore_keeps_a_copy_of_what_it_overwrites_and_removes_extra_files(site
     archive = os.path.join(site["config"]["archive_dir"], manifest["archive"])
     (site["data"] / "notes" / "a.txt").write_text("changed after the backup\n")
     (site["data"] / "notes" / "new.txt").write_text("created after the backup\n")
-    result = fb.restore(archive, str(site["tmp"] / "kept"), only=["volume-notes"])
+    result = fb.restore(archive, str(site["tmp"] / "kept"), site["config"], only=["volume-notes"])
     assert result["restored"] == ["volume-notes"]
     assert (site["data"] / "notes" / "a.txt").read_text() == "alpha\n"
     assert not (site["data"] / "notes" / "new.txt").exists()
@@ -134,15 +146,17 @@ def test_a_damaged_archive_is_refused_and_nothing_changes(site, damage):
         extra = site["tmp"] / "evil"
         extra.write_text("x")
         with tarfile.open(archive, "w:gz") as tar:
-            tar.add(extra, arcname="volume-notes/etc/evil")
+            tar.add(extra, arcname=fb.member_name("volume-notes", str(site["data"] / "notes" / "evil")))
         data["archive_sha256"] = fb.sha256_file(archive)
         data["archive_size"] = os.path.getsize(archive)
+        # Even with the manifest key (the backup host never has it), the sums of the members are checked.
+        data["hmac"] = fb.manifest_mac(data, b"k" * 64)
         Path(fb.manifest_path(archive)).write_text(json.dumps(data))
         message = "not in the manifest"
     (site["data"] / "notes" / "a.txt").write_text("current\n")
     before = tree(site["tmp"])
     with pytest.raises(fb.BackupError, match=message):
-        fb.restore(archive, str(site["tmp"] / "kept"))
+        fb.restore(archive, str(site["tmp"] / "kept"), site["config"])
     assert tree(site["tmp"]) == before
 
 
@@ -208,10 +222,12 @@ def test_metrics_record_success_and_keep_the_last_success_time_after_a_failure(s
 def test_the_command_line_verifies_and_refuses_with_exit_2(site, capsys):
     manifest = fb.run_backup(site["config"], runner=site["runner"])
     archive = os.path.join(site["config"]["archive_dir"], manifest["archive"])
-    assert fb.main(["verify", archive]) == 0
+    config = site["tmp"] / "backup.json"
+    config.write_text(json.dumps(site["config"]))
+    assert fb.main(["verify", archive, "--config", str(config)]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
     os.unlink(fb.manifest_path(archive))
-    assert fb.main(["restore", archive, "--keep-dir", str(site["tmp"] / "kept")]) == 2
+    assert fb.main(["restore", archive, "--keep-dir", str(site["tmp"] / "kept"), "--config", str(config)]) == 2
     out = capsys.readouterr()
     assert json.loads(out.out)["ok"] is False and "incomplete backup" in out.err
 
@@ -243,7 +259,8 @@ def test_a_prometheus_snapshot_is_archived_under_the_data_dir_and_removed_after(
     server = http.server.HTTPServer(("127.0.0.1", 0), Admin)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        config = {"host": "mon", "archive_dir": str(tmp_path / "backups"), "items": [
+        config = {"host": "mon", "archive_dir": str(tmp_path / "backups"), "manifest_key_file": write_key(tmp_path),
+                  "items": [
             {"name": "prometheus-tsdb", "prometheus_snapshot": "http://127.0.0.1:%d" % server.server_port,
              "prometheus_data_dir": str(data), "restart": {"stop": ["prometheus"]}}]}
         manifest = fb.run_backup(config)
@@ -254,7 +271,7 @@ def test_a_prometheus_snapshot_is_archived_under_the_data_dir_and_removed_after(
     assert not (data / "snapshots" / "20261201T000000Z-1").exists()
     # A restore puts the snapshot's blocks in place of the live data directory.
     archive = os.path.join(config["archive_dir"], manifest["archive"])
-    result = fb.restore(archive, str(tmp_path / "kept"))
+    result = fb.restore(archive, str(tmp_path / "kept"), config)
     assert result["restored"] == ["prometheus-tsdb"]
     assert (data / "01BLOCK" / "chunks" / "000001").read_bytes() == b"samples"
     assert not (data / "wal").exists()
@@ -308,7 +325,7 @@ def test_the_snapshot_request_carries_basic_auth_from_the_auth_file_when_it_exis
 
 
 def test_a_refused_snapshot_names_the_admin_api(tmp_path):
-    config = {"host": "mon", "archive_dir": str(tmp_path / "b"), "items": [
+    config = {"host": "mon", "archive_dir": str(tmp_path / "b"), "manifest_key_file": write_key(tmp_path), "items": [
         {"name": "prometheus-tsdb", "prometheus_snapshot": "http://127.0.0.1:9", "prometheus_data_dir": str(tmp_path)}]}
     with pytest.raises(fb.BackupError, match="admin API"):
         fb.run_backup(config)
@@ -333,6 +350,247 @@ def test_absent_configuration_of_an_optional_item_is_skipped_and_left_alone_on_r
     os.makedirs(missing)
     Path(missing, "keepalived.conf").write_text("configured after the backup\n")
     site["conf"].write_text("changed\n")
-    fb.restore(os.path.join(site["config"]["archive_dir"], manifest["archive"]), str(site["tmp"] / "kept"))
+    fb.restore(os.path.join(site["config"]["archive_dir"], manifest["archive"]), str(site["tmp"] / "kept"), site["config"])
     assert site["conf"].read_text() == "events {}\n"
     assert Path(missing, "keepalived.conf").read_text() == "configured after the backup\n"
+
+
+# --------------------------------------------------------------------------- #
+# Forged archives: confinement to the configured item paths, authenticated
+# manifests. Each forgery is self-consistent (sums and HMAC made with the key)
+# unless the test is about the HMAC, so only the new checks can refuse it.
+# --------------------------------------------------------------------------- #
+
+KEY = b"k" * 64
+FORGED = "dh-1-20270101T000000Z"
+
+
+def forge(site, members, items=None, key=KEY, sign=True, host="dh-1"):
+    """An archive of ``members`` ((name, kind, data or link target)) with a matching, signed manifest."""
+    archive_dir = Path(site["config"]["archive_dir"])
+    archive_dir.mkdir(mode=0o700, exist_ok=True)
+    archive = archive_dir / (FORGED + ".tar.gz")
+    files = {}
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_800_000_000
+            if kind == "file":
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+                files[name] = {"hmac": hmac.new(KEY, data, hashlib.sha256).hexdigest(), "size": len(data),
+                               "mode": 0o644}
+            elif kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.type, info.linkname = tarfile.SYMTYPE, data
+                tar.addfile(info)
+    manifest = {
+        "format": fb.FORMAT, "host": host, "created": 1_800_000_000, "created_utc": "20270115T080000Z",
+        "archive": archive.name, "encrypted": False, "archive_sha256": fb.sha256_file(str(archive)),
+        "archive_size": archive.stat().st_size, "files": files, "skipped_symlinks": [],
+        "items": items if items is not None else [
+            {"name": i["name"], "paths": i["paths"]} for i in site["config"]["items"]],
+    }
+    if sign:
+        manifest["hmac"] = fb.manifest_mac(manifest, key)
+    Path(fb.manifest_path(str(archive))).write_text(json.dumps(manifest))
+    return str(archive)
+
+
+def refused(site, archive, message, outside=()):
+    """The restore is refused with ``message`` and nothing under the test's directory (or ``outside``) changes."""
+    (site["data"] / "notes" / "a.txt").write_text("current\n")
+    before = tree(site["tmp"])
+    with pytest.raises(fb.BackupError, match=message):
+        fb.restore(archive, str(site["tmp"] / "kept"), site["config"])
+    assert tree(site["tmp"]) == before
+    for path in outside:
+        assert not os.path.lexists(path)
+
+
+def notes(site, *rest):
+    """The archive member for a path under the volume-notes item's directory."""
+    return fb.member_name("volume-notes", os.path.join(str(site["data"] / "notes"), *rest))
+
+
+@pytest.mark.parametrize("case", ["dotdot", "absolute", "other-path", "other-item", "bare-item"])
+def test_a_member_outside_the_items_configured_paths_is_refused(site, case):
+    escape = site["tmp"] / "escaped"
+    name = {
+        "dotdot": notes(site, "..", "..", "escaped"),
+        "absolute": str(escape),
+        "other-path": fb.member_name("volume-notes", str(escape)),
+        "other-item": fb.member_name("nginx", str(escape)),
+        "bare-item": "volume-notes",
+    }[case]
+    message = "outside the paths of item" if case in ("other-path", "other-item") else "outside its items"
+    refused(site, forge(site, [(notes(site, "a.txt"), "file", b"alpha\n"), (name, "file", b"pwned\n")]),
+            message, outside=[escape])
+
+
+@pytest.mark.parametrize(("link", "message"), [
+    ("/etc", "is absolute or points out of"),
+    ("../../escaped", "is absolute or points out of"),
+    ("deep/../../x", "is absolute or points out of"),
+])
+def test_an_absolute_or_escaping_symlink_is_refused(site, link, message):
+    archive = forge(site, [(notes(site, "a.txt"), "file", b"alpha\n"), (notes(site, "evil"), "link", link)])
+    refused(site, archive, message)
+    assert not (site["data"] / "notes" / "evil").is_symlink()
+
+
+def test_a_member_written_through_a_symlinked_directory_is_refused(site):
+    # The link itself stays inside the item; what is refused is a member under it.
+    archive = forge(site, [(notes(site, "deep"), "dir", None), (notes(site, "d"), "link", "deep"),
+                           (notes(site, "d", "x"), "file", b"through the link\n")])
+    refused(site, archive, "would be written through the symlink")
+
+
+@pytest.mark.parametrize(("items", "message"), [
+    ([{"name": "volume-notes", "paths": ["/"]}], "names the path '/', which is not one of its configured paths"),
+    ([{"name": "volume-notes", "paths": ["/etc"]}], "not one of its configured paths"),
+    ([{"name": "sneaky", "paths": ["/etc"]}], "item 'sneaky' is not one of this host's configured items"),
+])
+def test_a_manifest_naming_root_or_an_unconfigured_item_or_path_is_refused(site, items, message):
+    refused(site, forge(site, [], items=items), message)
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("missing", "has no HMAC: not authenticated"),
+    ("other-key", "fails its HMAC"),
+    ("edited", "fails its HMAC"),
+    ("other-host", "made by dh-2, not by this host dh-1"),
+])
+def test_a_manifest_without_a_valid_hmac_is_refused_before_anything(site, kind, message):
+    archive = forge(site, [(notes(site, "a.txt"), "file", b"alpha\n")], sign=kind != "missing",
+                    key=b"z" * 64 if kind == "other-key" else KEY, host="dh-2" if kind == "other-host" else "dh-1")
+    if kind == "edited":
+        # A valid manifest, then its paths widened to / (the HMAC no longer matches).
+        data = json.loads(Path(fb.manifest_path(archive)).read_text())
+        data["items"][0]["paths"] = ["/"]
+        Path(fb.manifest_path(archive)).write_text(json.dumps(data))
+    refused(site, archive, message)
+    with pytest.raises(fb.BackupError, match=message):
+        fb.verify(archive, site["config"])
+
+
+def test_an_archive_swapped_under_a_valid_manifest_is_refused(site):
+    first = fb.run_backup(site["config"], now=1_800_000_000, runner=site["runner"])
+    (site["data"] / "notes" / "a.txt").write_text("second\n")
+    second = fb.run_backup(site["config"], now=1_800_000_100, runner=site["runner"])
+    backups = Path(site["config"]["archive_dir"])
+    # The second archive under the first's name: the first's (valid) manifest does not match it.
+    os.replace(backups / second["archive"], backups / first["archive"])
+    refused(site, str(backups / first["archive"]), "truncated or changed|corrupted")
+    # A whole valid pair renamed to another stamp: its manifest names its own archive.
+    third = fb.run_backup(site["config"], now=1_800_000_200, runner=site["runner"])
+    os.replace(backups / third["archive"], backups / (FORGED + ".tar.gz"))
+    os.replace(fb.manifest_path(str(backups / third["archive"])), backups / (FORGED + ".manifest.json"))
+    refused(site, str(backups / (FORGED + ".tar.gz")), "renamed or swapped")
+
+
+def test_a_forged_good_archive_restores_only_inside_its_item(site):
+    # The control case for the forgeries: the same builder, members inside the item, restores.
+    archive = forge(site, [(notes(site), "dir", None), (notes(site, "a.txt"), "file", b"forged but valid\n"),
+                           (notes(site, "l"), "link", "a.txt")],
+                    items=[{"name": "volume-notes", "paths": [str(site["data"] / "notes")]}])
+    assert fb.restore(archive, str(site["tmp"] / "kept"), site["config"])["restored"] == ["volume-notes"]
+    assert tree(site["data"]) == {"notes": ("dir",), "notes/a.txt": (b"forged but valid\n", 0o644),
+                                  "notes/l": ("link", "a.txt")}
+    assert site["conf"].read_text() == "events {}\n"
+
+
+def test_the_manifest_carries_keyed_digests_not_plain_sha256(site):
+    manifest = fb.run_backup(site["config"], runner=site["runner"])
+    text = Path(fb.manifest_path(os.path.join(site["config"]["archive_dir"], manifest["archive"]))).read_text()
+    assert hashlib.sha256(b"events {}\n").hexdigest() not in text
+    assert hmac.new(KEY, b"events {}\n", hashlib.sha256).hexdigest() in text
+
+
+def test_an_escaping_symlink_in_the_data_is_left_out_of_the_archive_and_named(site):
+    os.symlink("/etc/passwd", site["data"] / "notes" / "abs")
+    manifest = fb.run_backup(site["config"], runner=site["runner"])
+    assert manifest["skipped_symlinks"] == [str(site["data"] / "notes" / "abs")]
+    archive = os.path.join(site["config"]["archive_dir"], manifest["archive"])
+    assert fb.verify(archive, site["config"])["contents_checked"] is True
+
+
+def test_check_refuses_root_as_an_item_path_and_a_missing_key():
+    problems = fb.check_config({"host": "h", "archive_dir": "/b", "items": [{"name": "x", "paths": ["/"]}]})
+    assert "items[0] (x): paths must be normalised and not /" in problems
+    assert "manifest_key_file must be an absolute path" in problems
+
+
+# --------------------------------------------------------------------------- #
+# age encryption
+# --------------------------------------------------------------------------- #
+
+needs_age = pytest.mark.skipif(not (shutil.which("age") and shutil.which("age-keygen")),
+                               reason="the age and age-keygen commands are not installed (Debian package age)")
+
+
+def age_key(directory: Path, name: str) -> tuple[str, str]:
+    """(identity file, public recipient) of a fresh test key pair."""
+    identity = directory / name
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    public = subprocess.run(["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True)
+    return str(identity), public.stdout.strip()
+
+
+@needs_age
+def test_an_encrypted_archive_restores_byte_identical_with_the_operators_identity(site):
+    identity, recipient = age_key(site["tmp"], "operator.key")
+    site["config"]["age_recipients"] = [recipient]
+    before = (tree(site["data"]), site["conf"].read_bytes())
+    manifest = fb.run_backup(site["config"], runner=site["runner"])
+    backups = Path(site["config"]["archive_dir"])
+    assert manifest["archive"].endswith(".tar.gz.age") and manifest["encrypted"] is True
+    # No plaintext is left beside the ciphertext, and the ciphertext is not a gzip.
+    assert sorted(p.name for p in backups.iterdir()) == sorted([manifest["archive"], fb.manifest_path(
+        manifest["archive"])])
+    archive = str(backups / manifest["archive"])
+    assert Path(archive).read_bytes().startswith(b"age-encryption.org/v1")
+    assert fb.verify(archive, site["config"])["contents_checked"] is False
+    assert fb.verify(archive, site["config"], identity)["contents_checked"] is True
+    shutil.rmtree(site["data"])
+    site["conf"].unlink()
+    assert fb.restore(archive, str(site["tmp"] / "kept"), site["config"], identity=identity)["restored"] == [
+        "nginx", "volume-notes"]
+    assert (tree(site["data"]), site["conf"].read_bytes()) == before
+    assert [p.name for p in backups.iterdir() if p.name.startswith(".fleetops")] == []
+    assert [e["path"] for e in fb.list_archives(str(backups))] == [archive]
+
+
+@needs_age
+@pytest.mark.parametrize("which", ["wrong", "none"])
+def test_an_encrypted_archive_with_a_wrong_or_no_identity_is_refused_changing_nothing(site, which):
+    _, recipient = age_key(site["tmp"], "operator.key")
+    other, _ = age_key(site["tmp"], "other.key")
+    site["config"]["age_recipients"] = [recipient]
+    manifest = fb.run_backup(site["config"], runner=site["runner"])
+    archive = os.path.join(site["config"]["archive_dir"], manifest["archive"])
+    message = ("is encrypted for other recipients: the identity %s does not match" % other if which == "wrong"
+               else "is encrypted: give the age identity file")
+    (site["data"] / "notes" / "a.txt").write_text("current\n")
+    before = tree(site["tmp"])
+    with pytest.raises(fb.BackupError, match=message):
+        fb.restore(archive, str(site["tmp"] / "kept"), site["config"], identity=other if which == "wrong" else None)
+    assert tree(site["tmp"]) == before
+
+
+def test_an_item_path_that_is_a_symlink_on_the_host_is_not_written_through(site):
+    manifest = fb.run_backup(site["config"], runner=site["runner"])
+    archive = os.path.join(site["config"]["archive_dir"], manifest["archive"])
+    # Someone replaced the volume's directory with a link to elsewhere: the restore must not follow it.
+    elsewhere = site["tmp"] / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("not the volume's\n")
+    os.rename(site["data"] / "notes", site["tmp"] / "notes-moved")
+    os.symlink(elsewhere, site["data"] / "notes")
+    before = tree(site["tmp"])
+    for dry_run in (True, False):
+        with pytest.raises(fb.BackupError, match="is a symlink on this host"):
+            fb.restore(archive, str(site["tmp"] / "kept"), site["config"], dry_run=dry_run)
+    assert tree(site["tmp"]) == before
