@@ -308,6 +308,8 @@ def _post(gw, path, token=None, sid=None, source="127.0.0.1"):
         conn.request("POST", path, body=b"{}", headers=headers)
         response = conn.getresponse()
         body = response.read()
+        names = [k.lower() for k, _ in response.getheaders()]
+        assert names.count("www-authenticate") <= 1 and names.count("mcp-session-id") <= 1, names
         return response.status, {k.lower(): v for k, v in response.getheaders()}, body
     finally:
         conn.close()
