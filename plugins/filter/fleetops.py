@@ -175,6 +175,14 @@ def mcp_lb_clients(clients, rate_per_minute=50, burst=10, max_connections=20):
         raise AnsibleFilterError("invalid load balancer clients: %s" % exc) from exc
 
 
+def mcp_lb_affinity(routes, clients, key):
+    """Client-bound session tags: which (client, tag) pairs pin which upstream, and the tag each answer gets."""
+    try:
+        return _lb_clients.affinity(routes, clients, key)
+    except ValueError as exc:
+        raise AnsibleFilterError("load balancer session affinity: %s" % exc) from exc
+
+
 def fleet_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen, secrets_dir=_plan.SECRETS_DIR,
                failover_dir=_plan.FAILOVER_DIR):
     """The fleet plan of one host (see module_utils/_plan.py): the slices the roles read."""
@@ -234,6 +242,7 @@ class FilterModule:
             "mcp_probe_targets": mcp_probe_targets,
             "mcp_fleet_errors": mcp_fleet_errors,
             "mcp_host_ports": mcp_host_ports,
+            "mcp_lb_affinity": mcp_lb_affinity,
             "mcp_lb_backends": mcp_lb_backends,
             "mcp_lb_client_errors": mcp_lb_client_errors,
             "mcp_lb_clients": mcp_lb_clients,

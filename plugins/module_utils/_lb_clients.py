@@ -7,11 +7,15 @@ A client is ``{name, token_sha256 | token, rate_per_minute?, burst?,
 max_connections?}``. Only the SHA-256 of a token ever reaches a load
 balancer; a plaintext ``token`` (from Vault or ansible-vault) is hashed here.
 No message below ever contains a token or a hash.
+
+Session affinity tags bound to the client are made here too
+(:func:`affinity`): see docs/design/lb-session-affinity.md.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import re
 
@@ -162,3 +166,52 @@ def normalize(clients, rate_per_minute, burst, max_connections):
             for key, names in sorted(conn_groups.items())
         ],
     }
+
+
+# The affinity key: at least this many characters (``openssl rand -hex 32``).
+AFFINITY_KEY_MIN = 32
+
+
+def affinity_tag(key, client, backend):
+    """The session tag of ``client`` on ``backend`` (``address:port``): ``b`` + 10 hex digits of
+    HMAC-SHA256(key, "<client>\\n<backend>"). It depends only on the inventory, so every load balancer
+    computes the same one; without the key nobody can compute another client's tag."""
+    message = ("%s\n%s" % (client, backend)).encode("utf-8")
+    return "b" + hmac.new(key.encode("utf-8"), message, hashlib.sha256).hexdigest()[:10]
+
+
+def affinity(routes, clients, key):
+    """The client-bound session routing for ``routes`` (``fleetops.mcp.mcp_lb_routes``).
+
+    ``clients`` are the client names (``[""]`` when the gateway has no
+    authentication). Returns ``{"pins": {route name: [{client, tag,
+    upstream}]}, "answers": [{client, backend, tag}], "entries": n}``:
+    ``pins`` route a (client, tag) pair to the backend's own upstream (the
+    sessionful routes only), ``answers`` tag the session id a backend
+    (its route-independent ``backend`` id, ``m.tag``) hands to a client,
+    and ``entries`` is the size of the largest map (clients x backends).
+    """
+    if not isinstance(key, str) or len(key) < AFFINITY_KEY_MIN:
+        raise ValueError("nginx_lb_affinity_key must be a string of at least %d characters" % AFFINITY_KEY_MIN)
+    names = list(clients or [])
+    pins = {}
+    answers = []
+    for route in routes:
+        for client in names:
+            tags = {}
+            for member in route["members"]:
+                backend = "%s:%s" % (member["address"], member["port"])
+                tag = affinity_tag(key, client, backend)
+                if tag in tags and tags[tag] != backend:
+                    raise ValueError("mcp server %r: two backends get the same session tag for client %r; "
+                                     "change nginx_lb_affinity_key" % (route["name"], client))
+                tags[tag] = backend
+                answers.append({"client": client, "backend": member["tag"], "tag": tag})
+                if not route["stateless"]:
+                    pins.setdefault(route["name"], []).append(
+                        {"client": client, "tag": tag, "upstream": member["upstream"]})
+    # One answer per (client, backend): a backend serves one route.
+    unique = {(a["client"], a["backend"]): a for a in answers}
+    answers = list(unique.values())
+    entries = max([len(answers)] + [len(p) for p in pins.values()])
+    return {"pins": pins, "answers": answers, "entries": entries}

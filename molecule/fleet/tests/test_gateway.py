@@ -225,3 +225,54 @@ def test_a_certificate_from_controller_files_is_served_and_its_key_kept_private(
         assert run_playbook("../../playbooks/load_balancers.yml").returncode == 0
     assert "files-source" not in _served_certificate(lb2)
     assert raw("POST", STATELESS, discover_body(), discover_headers())[0] == 200
+
+
+def _unauthenticated_status() -> int:
+    return raw("POST", STATELESS, discover_body(), discover_headers(agent=None))[0]
+
+
+def test_a_flood_of_wrong_tokens_gets_429_after_a_bounded_number_of_401s():
+    # Requests without a known token: 30 a minute with a burst of 10 per source address (the role's
+    # defaults), checked before the token, so a guesser gets a few 401s, then 429s.
+    began = time.monotonic()
+    statuses = []
+    for i in range(60):
+        headers = {**discover_headers(agent=None), "Authorization": f"Bearer guess-{i:04d}-0123456789abcdefghij"}
+        statuses.append(raw("POST", STATELESS, discover_body(i), headers)[0])
+    took = time.monotonic() - began
+    assert set(statuses) <= {401, 429}, statuses
+    # Burst 10 plus the one request the bucket admits every 2 s (the loop took `took` s); earlier
+    # tests' 401s only lower the count.
+    assert statuses.count(401) <= 11 + int(took / 2) + 1, (took, statuses)
+    assert statuses.count(429) >= 60 - (12 + int(took / 2)) and statuses[-1] == 429, (took, statuses)
+    # A known token from the same address is not affected.
+    assert raw("POST", STATELESS, discover_body(), discover_headers())[0] == 200
+    # After a pause (the bucket drains at one request every 2 s) a missing token gets its 401 again,
+    # so the tests after this one see the usual answers.
+    deadline = time.monotonic() + 30
+    while _unauthenticated_status() != 401:
+        assert time.monotonic() < deadline, "the per-address budget for requests without a token did not recover"
+        time.sleep(2)
+    status, _, body = raw("POST", STATELESS, discover_body(), discover_headers())
+    assert status == 200 and b'"result"' in body
+
+
+def test_a_session_id_used_with_another_clients_token_gets_404_while_its_owner_continues():
+    import re
+
+    from lbha import LBS, raw_session
+    carried = raw_session(agent="bulk-agent")
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}
+    status, _, body = raw("POST", "/mcp/reference", call, carried)
+    backend = re.search(rb"ms-[0-9]/mcp-reference-[0-9]", body)
+    assert status == 200 and backend, (status, body[:300])
+    # The same session id with demo-agent's token, through the VIP and through each load balancer:
+    # its tag is bulk-agent's, which demo-agent does not have.
+    copied = {**carried, "Authorization": f"Bearer {token('demo-agent')}"}
+    for where in [VIP] + [container_ip(lb) for lb in LBS]:
+        status, _, body = raw("POST", "/mcp/reference", call, copied, where)
+        assert status == 404, (where, status, body[:300])
+        assert json.loads(body)["error"]["message"] == "Session not found"
+    # The owner's session goes on, on the same backend.
+    status, _, body = raw("POST", "/mcp/reference", call, carried)
+    assert status == 200 and backend.group(0) in body, (status, body[:300])

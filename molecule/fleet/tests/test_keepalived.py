@@ -140,7 +140,7 @@ CHECKS = "/usr/local/libexec/fleetops"
 @pytest.mark.parametrize("lb", LBS)
 def test_the_health_checks_run_unprivileged(lb):
     host = lb_host(lb)
-    for check in ("keepalived-check-nginx", "keepalived-check-listening"):
+    for check in ("keepalived-check-nginx", "keepalived-check-listening", "keepalived-check-backends"):
         result = host.run(f"runuser -u keepalived_script -- {CHECKS}/{check}")
         assert result.rc == 0, (check, result.stderr)
 
@@ -159,3 +159,69 @@ def test_a_hung_nginx_fails_the_health_check_in_time_but_not_the_liveness_check(
     assert health.rc != 0 and took < 3 + 2, (health.rc, took)  # keepalived_check_timeout is 3 in the demo
     assert alive.rc == 0
     assert host.run(f"runuser -u keepalived_script -- {CHECKS}/keepalived-check-nginx").rc == 0
+
+
+def test_moving_nginx_status_listener_keeps_keepalived_healthy():
+    # One load balancer at a time (the backup first), as the role README advises: each node's checks
+    # miss nginx for the seconds between its reload and the new check scripts.
+    from fleetops_testlib import run_playbook
+    moved = {"nginx_lb_status_listen": "127.0.0.1:8082"}
+    try:
+        for lb in ("lb-2", "lb-1"):
+            result = run_playbook("../../playbooks/load_balancers.yml", limit=lb, extra_vars=moved)
+            assert result.returncode == 0, result.stdout[-3000:]
+        for lb in LBS:
+            host = lb_host(lb)
+            assert "http://127.0.0.1:8082/healthz" in host.file(f"{CHECKS}/keepalived-check-nginx").content_string
+            for check in ("keepalived-check-nginx", "keepalived-check-listening"):
+                assert host.run(f"runuser -u keepalived_script -- {CHECKS}/{check}").rc == 0, (lb, check)
+        wait_for_holder("lb-1", deadline_s=30)
+        time.sleep(5)  # several check intervals: no node falls into FAULT on the new port
+        assert vip_holders() == ["lb-1"]
+        last = [json.loads(line)["state"] for line in
+                lb_host("lb-2").file("/var/log/fleetops/keepalived-state.json").content_string.splitlines()][-1]
+        assert last == "BACKUP"
+        assert sdk_call()["isError"] is False
+    finally:
+        for lb in ("lb-2", "lb-1"):
+            assert run_playbook("../../playbooks/load_balancers.yml", limit=lb).returncode == 0
+    wait_for_holder("lb-1", deadline_s=30)
+
+
+BLOCK_TABLE = "fleetops_test_backends"
+
+
+def _block_backends(lb: str, addresses: list[str]):
+    """Drop this load balancer's traffic to the MCP ports of ``addresses`` (a table of its own)."""
+    host = lb_host(lb)
+    host.run(f"nft delete table inet {BLOCK_TABLE}")
+    rules = (f"add table inet {BLOCK_TABLE}\n"
+             f"add chain inet {BLOCK_TABLE} out {{ type filter hook output priority 0; policy accept; }}\n"
+             f"add rule inet {BLOCK_TABLE} out ip daddr {{ {', '.join(addresses)} }} tcp dport 18000-18999 drop\n")
+    result = host.run(f"printf '{rules}' | nft -f -")
+    assert result.rc == 0, result.stderr
+
+
+def test_a_master_cut_off_from_every_backend_gives_up_the_vip_but_not_for_one():
+    from fleetops_testlib import container_ip
+    wait_for_holder("lb-1")
+    backends = [container_ip("ms-1"), container_ip("ms-2")]
+    changes = len(lb_host("lb-1").file("/var/log/fleetops/keepalived-state.json").content_string.splitlines())
+    try:
+        # One Docker host unreachable from the master: the other answers, so nothing moves.
+        _block_backends("lb-1", backends[:1])
+        assert lb_host("lb-1").run(f"runuser -u keepalived_script -- {CHECKS}/keepalived-check-backends").rc == 0
+        time.sleep(15)  # more than fall (3) checks of up to timeout (3 s) each
+        assert vip_holders() == ["lb-1"]
+        log = lb_host("lb-1").file("/var/log/fleetops/keepalived-state.json").content_string.splitlines()
+        assert len(log) == changes, log[changes:]
+        # Every backend unreachable from the master: it gives up the VIP to lb-2, which still has them.
+        _block_backends("lb-1", backends)
+        assert lb_host("lb-1").run(f"runuser -u keepalived_script -- {CHECKS}/keepalived-check-backends").rc != 0
+        wait_for_holder("lb-2", deadline_s=30)
+        assert sdk_call(timeout=5)["isError"] is False
+    finally:
+        lb_host("lb-1").run(f"nft delete table inet {BLOCK_TABLE}")
+    # Backends back: lb-1 passes its checks again and, preempting, takes the VIP back.
+    wait_for_holder("lb-1", deadline_s=30)
+    assert sdk_call(timeout=5)["isError"] is False

@@ -181,6 +181,10 @@ def test_the_access_log_is_rotated_past_its_size_and_nginx_writes_to_the_new_fil
         ({"nginx_lb_clients": [{"name": "x", "token_sha256": "nothex"}]},
          "client 'x': token_sha256 must be 64 lower-case hex digits"),
         ({"nginx_lb_clients": []}, "nginx_lb_auth is on but nginx_lb_clients is empty"),
+        ({"nginx_lb_affinity_key": "too-short-affinity-key"},
+         "nginx_lb_affinity_key must be a secret of at least 32 characters"),
+        ({"nginx_lb_unauthenticated_burst": -1},
+         "nginx_lb_unauthenticated_burst must be a whole number from 0 to 100000; got -1"),
         ({"nginx_lb_tls_source": "files"}, "nginx_lb_tls_certificate_src and nginx_lb_tls_key_src must name files"),
         ({"nginx_lb_tls_subject_alt_names": ["mcp.example.com"]}, "nginx_lb_tls_subject_alt_names entries must look like"),
         ({"nginx_lb_tls_port": 80}, "nginx_lb_tls_port and nginx_lb_listen_port are both 80"),
@@ -189,7 +193,8 @@ def test_the_access_log_is_rotated_past_its_size_and_nginx_writes_to_the_new_fil
         ({"keepalived_priority": 255}, "keepalived_priority must be a whole number from 1 to 254; got 255"),
     ],
     ids=["read-timeout-zero", "port-70000", "status-listen-no-port", "unknown-backend-group", "bad-fleet",
-         "bad-client-hash", "auth-without-clients", "tls-files-missing", "bad-san", "same-ports",
+         "bad-client-hash", "auth-without-clients", "short-affinity-key", "unauthenticated-burst",
+         "tls-files-missing", "bad-san", "same-ports",
          "vrrp-pass-too-long", "bad-vip", "priority-255"],
 )
 def test_bad_settings_fail_naming_the_variable_before_any_change(extra_vars, message):
@@ -200,7 +205,7 @@ def test_bad_settings_fail_naming_the_variable_before_any_change(extra_vars, mes
     assert result.returncode != 0
     assert message in output, output[-3000:]
     assert {f: lb_host("lb-1").file(f).sha256sum for f in files} == digests
-    assert "demo-vip" not in output and "far-too-long" not in output
+    assert "demo-vip" not in output and "far-too-long" not in output and "too-short-affinity-key" not in output
 
 
 def test_a_bad_config_fails_with_the_old_one_serving():

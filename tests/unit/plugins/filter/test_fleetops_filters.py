@@ -25,8 +25,19 @@ def test_filters_are_registered():
         "mcp_failover_active", "mcp_failover_routes", "mcp_failover_agent_config", "mcp_failover_daemon_config",
         "fleet_firewall_errors", "fleet_firewall_rules", "fleet_firewall_lockout",
         "fleet_address", "fleet_local_address", "fleet_plan", "fleet_plan_errors", "mcp_gateway_routes",
-        "mcp_probe_targets",
+        "mcp_probe_targets", "mcp_lb_affinity",
     }
+
+
+def test_the_affinity_filter_turns_a_short_key_into_a_filter_error_without_the_key():
+    filters = FilterModule().filters()
+    routes = filters["mcp_lb_routes"]([{"name": "r", "image": "r:1", "host_port": 18080}],
+                                      [{"host": "dh-1", "address": "10.0.0.11"}])
+    with pytest.raises(AnsibleFilterError, match="nginx_lb_affinity_key must be a string of at least 32") as info:
+        filters["mcp_lb_affinity"](routes, ["agent"], "secret-but-short")
+    assert "secret-but-short" not in str(info.value)
+    model = filters["mcp_lb_affinity"](routes, ["agent"], "k" * 32)
+    assert [p["client"] for p in model["pins"]["r"]] == ["agent"]
 
 
 def test_failover_filters_turn_bad_input_into_filter_errors():

@@ -108,3 +108,70 @@ def test_random_tokens_pass():
 ])
 def test_the_estimate_is_length_times_the_tokens_own_shannon_entropy(token, low, high):
     assert low <= _lb_clients.token_bits(token) <= high
+
+
+# ---- session ids bound to the client (issue 18 item 11) -------------------
+
+from ansible_collections.fleetops.mcp.plugins.module_utils import _fleet  # noqa: E402
+
+AFFINITY_KEY = "k" * 32
+SERVERS = [
+    {"name": "reference", "image": "r:1", "host_port": 18080, "replicas": 2},
+    {"name": "stateless", "image": "s:1", "host_port": 18090, "stateless": True},
+]
+BACKENDS = [{"host": "dh-1", "address": "10.0.0.11"}, {"host": "dh-2", "address": "10.0.0.12"}]
+
+
+def _routes(backends=None):
+    return _fleet.lb_routes(SERVERS, backends or BACKENDS)
+
+
+def test_affinity_tags_differ_per_client_and_per_backend():
+    tags = {(c, b): _lb_clients.affinity_tag(AFFINITY_KEY, c, b)
+            for c in ("alice", "bob") for b in ("10.0.0.11:18080", "10.0.0.12:18080")}
+    assert len(set(tags.values())) == 4
+    assert all(len(t) == 11 and t[0] == "b" and int(t[1:], 16) >= 0 for t in tags.values())
+    # Another key, other tags: nobody without the key can compute a client's tag.
+    assert _lb_clients.affinity_tag("x" * 32, "alice", "10.0.0.11:18080") != tags[("alice", "10.0.0.11:18080")]
+
+
+def test_affinity_depends_only_on_the_inventory_so_both_load_balancers_agree():
+    first = _lb_clients.affinity(_routes(), ["alice", "bob"], AFFINITY_KEY)
+    second = _lb_clients.affinity(_routes(list(BACKENDS)), ["alice", "bob"], AFFINITY_KEY)
+    assert first == second
+    # Adding a backend never moves an existing session: the old pairs keep their tags.
+    grown = _lb_clients.affinity(_routes(BACKENDS + [{"host": "dh-3", "address": "10.0.0.13"}]), ["alice", "bob"],
+                                 AFFINITY_KEY)
+    assert all(p in grown["pins"]["reference"] for p in first["pins"]["reference"])
+
+
+def test_affinity_pins_each_client_tag_to_its_backend_and_only_sessionful_routes():
+    routes = _routes()
+    model = _lb_clients.affinity(routes, ["alice", "bob"], AFFINITY_KEY)
+    assert set(model["pins"]) == {"reference"}  # stateless servers are never pinned
+    members = routes[0]["members"]
+    pins = model["pins"]["reference"]
+    assert len(pins) == 2 * len(members)  # clients x backends
+    for member in members:
+        backend = "%s:%s" % (member["address"], member["port"])
+        for client in ("alice", "bob"):
+            assert {"client": client, "tag": _lb_clients.affinity_tag(AFFINITY_KEY, client, backend),
+                    "upstream": member["upstream"]} in pins
+    # Answers cover every backend of every route (stateless too), keyed by the backend id.
+    assert len(model["answers"]) == 2 * sum(len(r["members"]) for r in routes)
+    assert model["entries"] == len(model["answers"])
+    alice = {a["backend"]: a["tag"] for a in model["answers"] if a["client"] == "alice"}
+    bob = {a["backend"]: a["tag"] for a in model["answers"] if a["client"] == "bob"}
+    assert set(alice) == set(bob) and all(alice[b] != bob[b] for b in alice)
+
+
+def test_affinity_without_authentication_uses_the_empty_client():
+    model = _lb_clients.affinity(_routes(), [""], AFFINITY_KEY)
+    assert {p["client"] for p in model["pins"]["reference"]} == {""}
+
+
+@pytest.mark.parametrize("key", ["", "short", None, 12345])
+def test_affinity_needs_a_key_of_32_characters(key):
+    with pytest.raises(ValueError, match="nginx_lb_affinity_key must be a string of at least 32 characters") as info:
+        _lb_clients.affinity(_routes(), ["alice"], key)
+    assert "short" not in str(info.value)

@@ -1,0 +1,384 @@
+"""The load balancer's nginx.conf, rendered by ansible-playbook from the role's own template (issue 18 items 9
+and 11): per-address limits before the token check, session ids bound to the client.
+
+The render tests need only Ansible. The gateway tests run the rendered configuration in a real nginx (Debian's,
+with the njs module the role installs) on loopback ports against two small HTTP backends, for a few seconds;
+they are skipped where nginx or njs is missing or the tests do not run as root (nginx.conf says ``user www-data``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from ansible_collections.fleetops.mcp.plugins.module_utils import _lb_clients
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+ROLE = ROOT / "roles" / "nginx_lb"
+KEY = "0123456789abcdef" * 4
+TOKENS = {"alice": "alice-token-0123456789abcdef", "bob": "bob-token-0123456789abcdef0"}
+BACKEND_ADDRESSES = ["127.0.0.2", "127.0.0.3"]
+PLAYBOOK = """
+- name: Render the load balancer's configuration from the role's templates
+  hosts: all
+  connection: local
+  gather_facts: false
+  vars_files:
+    - {role}/defaults/main.yml
+    - {role}/vars/main.yml
+  tasks:
+    - name: Write nginx.conf
+      ansible.builtin.template:
+        src: {role}/templates/nginx.conf.j2
+        dest: "{{{{ out_dir }}}}/nginx.conf"
+        mode: "0600"
+    - name: Write the token verifier
+      ansible.builtin.template:
+        src: {role}/templates/auth.js.j2
+        dest: "{{{{ out_dir }}}}/auth.js"
+        mode: "0600"
+"""
+
+
+def _free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def _shared_free_port() -> int:
+    """A port free on every backend address (one server, one host_port on every Docker host)."""
+    for _ in range(50):
+        port = _free_port(BACKEND_ADDRESSES[0])
+        try:
+            for address in BACKEND_ADDRESSES[1:]:
+                with socket.socket() as sock:
+                    sock.bind((address, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no port free on every backend address")
+
+
+def render(out_dir: pathlib.Path, host: str = "lb-1", **overrides) -> str:
+    """nginx.conf as the role writes it for ``host`` (and auth.js beside it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    playbook = out_dir / "render.yml"
+    playbook.write_text(PLAYBOOK.format(role=ROLE))
+    backend_port = overrides.pop("backend_port", 18080)
+    variables = {
+        "out_dir": str(out_dir),
+        "ansible_python_interpreter": sys.executable,
+        "fleetops_plan": {"groups": {"docker_hosts": "docker_hosts", "load_balancers": "load_balancers"},
+                          "status": {"listen": "127.0.0.1:8081", "url": "http://127.0.0.1:8081"},
+                          "failover_dir": str(out_dir / "failover")},
+        "nginx_lb_mcp_servers": [
+            {"name": "reference", "image": "r:1", "host_port": backend_port},
+            {"name": "reference-stateless", "image": "s:1", "host_port": backend_port + 1, "stateless": True},
+        ],
+        "_nginx_lb_backends": [{"host": "ms-%d" % (i + 1), "address": a} for i, a in enumerate(BACKEND_ADDRESSES)],
+        "_nginx_lb_conf_dir": str(out_dir),
+        "nginx_lb_tls": False,
+        "nginx_lb_access_log": str(out_dir / "access.json"),
+        "nginx_lb_clients": [{"name": name, "token": token, "rate_per_minute": 6000, "burst": 500}
+                             for name, token in TOKENS.items()],
+        "nginx_lb_affinity_key": KEY,
+        **overrides,
+    }
+    extra = out_dir / "vars.json"
+    extra.write_text(json.dumps(variables))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    bin_dir = pathlib.Path(sys.executable).parent
+    result = subprocess.run([str(bin_dir / "ansible-playbook"), "-i", f"{host},", str(playbook), "-e", f"@{extra}"],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return (out_dir / "nginx.conf").read_text()
+
+
+def _map_body(conf: str, variable: str) -> str:
+    match = re.search(r"\n    map [^\n]* \$%s \{\n(.*?)\n    \}" % re.escape(variable), conf, re.S)
+    assert match, variable
+    return match.group(1)
+
+
+def _location(conf: str, path: str) -> str:
+    match = re.search(r"\n        location = %s \{\n(.*?)\n        \}\n" % re.escape(path), conf, re.S)
+    assert match, path
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> str:
+    return render(tmp_path_factory.mktemp("lb-1"))
+
+
+# ---- rendered configuration -------------------------------------------------
+
+
+def test_both_load_balancers_render_the_same_routing(tmp_path):
+    # The tags depend only on the inventory: lb-2's configuration is lb-1's.
+    confs = [render(tmp_path / host, host=host).replace(str(tmp_path / host), "DIR") for host in ("lb-1", "lb-2")]
+    assert confs[0] == confs[1]
+
+
+def _upstream_of(conf: str, address: str) -> str:
+    """The single-server upstream of the reference server's backend at ``address``."""
+    return re.search(r"upstream (mcp_reference_b[0-9a-f]{10}) \{\n\s+server %s:18080;" % re.escape(address),
+                     conf).group(1)
+
+
+def test_the_pin_map_routes_each_client_only_with_its_own_tags(rendered):
+    body = _map_body(rendered, "fleetops_mcp_pin_reference")
+    pairs = re.findall(r'^\s+"([^":~]*):(b[0-9a-f]{10})" (\S+);$', body, re.M)
+    expected = {(client, _lb_clients.affinity_tag(KEY, client, f"{address}:18080"), _upstream_of(rendered, address))
+                for client in TOKENS for address in BACKEND_ADDRESSES}
+    assert set(pairs) == expected and len(pairs) == len(TOKENS) * len(BACKEND_ADDRESSES)
+    # The key stays on the controller.
+    assert KEY not in rendered
+
+
+def test_the_answer_tag_is_the_clients_tag_for_the_backend_that_answered(rendered):
+    answers = dict(re.findall(r'^\s+"(\S+ b[0-9a-f]{10})" (b[0-9a-f]{10});$',
+                              _map_body(rendered, "fleetops_mcp_answer_tag"), re.M))
+    backend_ids = dict(re.findall(r'"~\(\^\|\\s\)(\S+):18080\$" (b[0-9a-f]{10});',
+                                  _map_body(rendered, "fleetops_mcp_answer_backend")))
+    for address in BACKEND_ADDRESSES:
+        backend = backend_ids[re.escape(address)]
+        for client in TOKENS:
+            assert answers[f"{client} {backend}"] == _lb_clients.affinity_tag(KEY, client, f"{address}:18080")
+
+
+def test_limits_come_before_the_token_check_in_every_route(rendered):
+    for path in ("/mcp/reference", "/_fleetops/pinned/mcp/reference", "/mcp/reference-stateless"):
+        location = _location(rendered, path)
+        # No 401 answered in the rewrite phase, which runs before limit_req.
+        assert "return 401" not in location, path
+        assert "limit_req zone=fleetops_ip " in location and "limit_conn fleetops_ip_conn " in location, path
+        assert "limit_req zone=fleetops_unauthenticated " in location, path
+        assert location.index("limit_req zone=fleetops_unauthenticated") < location.index("auth_request"), path
+    assert "limit_req_zone $fleetops_unauthenticated_key zone=fleetops_unauthenticated:10m rate=30r/m;" in rendered
+
+
+def test_without_authentication_sessions_are_bound_to_the_empty_client(tmp_path):
+    conf = render(tmp_path, nginx_lb_auth=False)
+    body = _map_body(conf, "fleetops_mcp_pin_reference")
+    assert '"~^:" "";' not in body  # an unknown tag is gone, not the pool
+    tag = _lb_clients.affinity_tag(KEY, "", f"{BACKEND_ADDRESSES[0]}:18080")
+    assert f'":{tag}" ' in body
+    assert "auth_request" not in conf and "fleetops_unauthenticated" not in conf
+
+
+def test_the_map_hash_grows_with_clients_times_backends(tmp_path):
+    clients = [{"name": f"agent-{i}", "token": f"token-{i:04d}-0123456789abcdef"} for i in range(600)]
+    conf = render(tmp_path, nginx_lb_clients=clients)
+    # 600 clients x 4 backends (2 hosts, 2 servers) answer tags.
+    assert "map_hash_max_size 4800;" in conf
+    _nginx_t(tmp_path, conf)
+
+
+def _nginx_t(out_dir: pathlib.Path, conf: str):
+    if not shutil.which("nginx") or not pathlib.Path("/etc/nginx/mime.types").exists():
+        pytest.skip("nginx is not installed here")
+    if not list(pathlib.Path("/etc/nginx/modules-enabled").glob("*js*")):
+        pytest.skip("nginx's njs module (libnginx-mod-http-js) is not installed here")
+    if os.geteuid() != 0:
+        pytest.skip("nginx -t of a configuration with `user www-data` needs root")
+    test_conf = out_dir / "nginx-t.conf"
+    test_conf.write_text(_runnable(conf, out_dir))
+    result = subprocess.run(["nginx", "-t", "-q", "-c", str(test_conf), "-e", str(out_dir / "error.log")],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def _runnable(conf: str, out_dir: pathlib.Path) -> str:
+    """The configuration with its pid file and error log in ``out_dir`` (the host's are not touched)."""
+    conf = conf.replace("pid /run/nginx.pid;", f"pid {out_dir}/nginx.pid;")
+    return conf.replace("error_log /var/log/nginx/error.log warn;", f"error_log {out_dir}/error.log info;")
+
+
+def test_nginx_accepts_the_rendered_configuration(rendered, tmp_path):
+    (tmp_path / "auth.js").write_text((pathlib.Path(re.search(r"js_import fleetops_auth from (\S+);",
+                                                              rendered).group(1))).read_text())
+    _nginx_t(tmp_path, rendered)
+
+
+# ---- a running gateway ------------------------------------------------------
+
+
+class _Backend(http.server.BaseHTTPRequestHandler):
+    """A sessionful server in miniature: a request without a session id opens one; a known id continues it;
+    an unknown one gets 404, as an MCP server answers. The body names the backend and what it received."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        name = "%s:%d" % self.server.server_address
+        sid = self.headers.get("Mcp-Session-Id")
+        headers = {}
+        if sid is None:
+            sid = uuid.uuid4().hex
+            self.server.sessions.add(sid)
+            headers["Mcp-Session-Id"] = sid
+        elif sid not in self.server.sessions:
+            return self._answer(404, {"backend": name, "error": "unknown session"}, {})
+        return self._answer(200, {"backend": name, "sid": sid, "client": self.headers.get("X-Fleetops-Client")},
+                            headers)
+
+    def _answer(self, status, body, headers):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        for key, value in {**headers, "Content-Type": "application/json", "Content-Length": str(len(data))}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    if not shutil.which("nginx"):
+        pytest.skip("nginx is not installed here")
+    if not list(pathlib.Path("/etc/nginx/modules-enabled").glob("*js*")):
+        pytest.skip("nginx's njs module (libnginx-mod-http-js) is not installed here")
+    if os.geteuid() != 0:
+        pytest.skip("running nginx with `user www-data` needs root")
+    out_dir = tmp_path_factory.mktemp("gateway")
+    port = _shared_free_port()
+    backends = []
+    for address in BACKEND_ADDRESSES:
+        for p in (port, port + 1):
+            server = http.server.ThreadingHTTPServer((address, p), _Backend)
+            server.sessions = set()
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+            backends.append(server)
+    listen, status = _free_port(), _free_port()
+    conf = render(out_dir, backend_port=port, nginx_lb_listen_port=listen, nginx_lb_status_listen=f"127.0.0.1:{status}",
+                  nginx_lb_ip_rate_per_minute=600, nginx_lb_ip_burst=40, nginx_lb_ip_max_connections=50,
+                  nginx_lb_unauthenticated_rate_per_minute=30, nginx_lb_unauthenticated_burst=10)
+    (out_dir / "run.conf").write_text(_runnable(conf, out_dir))
+    nginx = subprocess.Popen(["nginx", "-c", str(out_dir / "run.conf"), "-e", str(out_dir / "error.log"),
+                              "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", listen), timeout=0.2).close()
+                break
+            except OSError:
+                if nginx.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("nginx did not start: %s" % nginx.stderr.read().decode()[-2000:]) from None
+                time.sleep(0.05)
+        yield {"port": listen, "backend_port": port, "dir": out_dir}
+    finally:
+        nginx.send_signal(signal.SIGTERM)
+        try:
+            nginx.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            nginx.kill()
+        for server in backends:
+            server.shutdown()
+            server.server_close()
+
+
+def _post(gw, path, token=None, sid=None, source="127.0.0.1"):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if sid:
+        headers["Mcp-Session-Id"] = sid
+    conn = http.client.HTTPConnection("127.0.0.1", gw["port"], timeout=10, source_address=(source, 0))
+    try:
+        conn.request("POST", path, body=b"{}", headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        names = [k.lower() for k, _ in response.getheaders()]
+        assert names.count("www-authenticate") <= 1 and names.count("mcp-session-id") <= 1, names
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+    finally:
+        conn.close()
+
+
+def test_a_flood_of_wrong_tokens_gets_429_after_a_bounded_number_of_401s(gateway):
+    source = "127.0.0.7"
+    statuses = [_post(gateway, "/mcp/reference-stateless", "guess-%04d-0123456789abcdef" % i, source=source)[0]
+                for i in range(60)]
+    assert set(statuses) <= {401, 429}, statuses
+    # Burst 10 at 30 a minute: 11 answers, one more for each 2 s the loop took.
+    assert 10 <= statuses.count(401) <= 13, statuses
+    assert statuses.count(429) >= 47 and statuses[-1] == 429, statuses
+    # A known token from the same address is not locked out, and other addresses still get their 401.
+    assert _post(gateway, "/mcp/reference-stateless", TOKENS["alice"], source=source)[0] == 200
+    status, headers, body = _post(gateway, "/mcp/reference-stateless", "guess-0123456789abcdef", source="127.0.0.8")
+    assert status == 401
+    assert headers["www-authenticate"] == 'Bearer realm="fleetops-mcp", error="invalid_token"'
+    assert json.loads(body)["error"]["message"] == "Unauthorized"
+    status, headers, _ = _post(gateway, "/mcp/reference-stateless", source="127.0.0.8")
+    assert status == 401 and headers["www-authenticate"] == 'Bearer realm="fleetops-mcp"'
+
+
+def test_every_address_has_a_budget_even_with_a_known_token(gateway):
+    statuses = [_post(gateway, "/mcp/reference-stateless", TOKENS["bob"], source="127.0.0.9")[0] for _ in range(60)]
+    # Burst 40 at 600 a minute; bob's own budget (burst 500) is not what stops it.
+    assert statuses[:41] == [200] * 41 and 429 in statuses, statuses
+
+
+def test_a_session_is_pinned_and_bound_to_its_client(gateway):
+    status, headers, body = _post(gateway, "/mcp/reference", TOKENS["alice"])
+    assert status == 200, body
+    first = json.loads(body)
+    client_sid = headers["mcp-session-id"]
+    tag, backend_sid = client_sid.split(".", 1)
+    assert backend_sid == first["sid"] and first["client"] == "alice"
+    assert tag == _lb_clients.affinity_tag(KEY, "alice", first["backend"])
+    for _ in range(5):
+        status, _, body = _post(gateway, "/mcp/reference", TOKENS["alice"], client_sid)
+        assert status == 200 and json.loads(body)["backend"] == first["backend"]
+        assert json.loads(body)["sid"] == backend_sid  # the backend sees its own id, untagged
+    # Bob with Alice's session id: not routed, whatever backend it is on.
+    status, _, body = _post(gateway, "/mcp/reference", TOKENS["bob"], client_sid)
+    assert status == 404 and json.loads(body)["error"]["message"] == "Session not found"
+    # Alice's session goes on.
+    status, _, body = _post(gateway, "/mcp/reference", TOKENS["alice"], client_sid)
+    assert status == 200 and json.loads(body)["sid"] == backend_sid
+    # No token at all with a session id: the token check answers first.
+    assert _post(gateway, "/mcp/reference", None, client_sid, source="127.0.0.10")[0] == 401
+
+
+def test_bobs_tag_for_the_same_backend_differs_and_forged_tags_are_gone(gateway):
+    tags = {}
+    for _ in range(10):
+        for client in ("alice", "bob"):
+            status, headers, body = _post(gateway, "/mcp/reference", TOKENS[client])
+            assert status == 200
+            tags.setdefault(json.loads(body)["backend"], {})[client] = headers["mcp-session-id"].split(".")[0]
+    for backend, by_client in tags.items():
+        if len(by_client) == 2:
+            assert by_client["alice"] != by_client["bob"], backend
+    assert _post(gateway, "/mcp/reference", TOKENS["alice"], "b0123456789.whatever")[0] == 404
+    assert _post(gateway, "/mcp/reference", TOKENS["alice"], "not-tagged")[0] == 404
+
+
+def test_sessionless_requests_are_balanced_over_the_pool(gateway):
+    seen = set()
+    for _ in range(8):
+        status, _, body = _post(gateway, "/mcp/reference", TOKENS["alice"])
+        assert status == 200
+        seen.add(json.loads(body)["backend"])
+    assert len(seen) == 2, seen
