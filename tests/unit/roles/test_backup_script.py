@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,61 @@ SCRIPT = Path(__file__).resolve().parents[3] / "roles/backup/files/fleetops-back
 
 
 fb = load_script(SCRIPT, "fleetops_backup")
+
+_SCRATCH = os.path.realpath(tempfile.gettempdir())
+
+
+def _inside_scratch(path, dir_fd=None) -> bool:
+    path = os.fsdecode(path)
+    if dir_fd is not None and not os.path.isabs(path):
+        path = os.path.join(os.readlink("/proc/self/fd/%d" % dir_fd), path)
+    real = os.path.realpath(os.path.abspath(path))
+    return real == _SCRATCH or real.startswith(_SCRATCH + os.sep)
+
+
+@pytest.fixture(autouse=True)
+def _writes_stay_in_the_scratch_dir(monkeypatch):
+    """A restore under test runs as root: a regression must fail here, never touch the machine.
+
+    The forged manifests below name ``/`` and ``/etc``; before the restore
+    was confined, running them deleted the machine's own /etc. Every write,
+    removal and rename the script makes is held to the temporary directory.
+    """
+    def guarded(name, original, *, writes=None):
+        def call(path, *args, **kwargs):
+            if (writes is None or writes(args, kwargs)) and not _inside_scratch(path, kwargs.get("dir_fd")):
+                raise AssertionError("the script under test tried to %s %s outside %s" % (name, path, _SCRATCH))
+            return original(path, *args, **kwargs)
+        return call
+
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    for name in ("unlink", "remove", "rmdir", "makedirs", "mkdir", "chmod", "chown", "lchown", "utime"):
+        monkeypatch.setattr(os, name, guarded(name, getattr(os, name)))
+    monkeypatch.setattr(os, "open", guarded("open", os.open, writes=lambda a, k: bool((a[0] if a else k.get("flags", 0)) & writing)))
+    monkeypatch.setattr(shutil, "rmtree", guarded("rmtree", shutil.rmtree))
+    for name in ("replace", "rename"):
+        original = getattr(os, name)
+
+        def both(src, dst, *args, _name=name, _original=original, **kwargs):
+            for path, fd in ((src, kwargs.get("src_dir_fd")), (dst, kwargs.get("dst_dir_fd"))):
+                if not _inside_scratch(path, fd):
+                    raise AssertionError("the script under test tried to %s %s outside %s" % (_name, path, _SCRATCH))
+            return _original(src, dst, *args, **kwargs)
+        monkeypatch.setattr(os, name, both)
+    original_symlink = os.symlink
+
+    def symlink(src, dst, *args, **kwargs):
+        if not _inside_scratch(os.path.join(os.path.dirname(os.fsdecode(dst)) or ".", "x"), kwargs.get("dir_fd")):
+            raise AssertionError("the script under test tried to make a link at %s outside %s" % (dst, _SCRATCH))
+        return original_symlink(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "symlink", symlink)
+
+
+def test_the_guard_stops_a_write_outside_the_scratch_dir():
+    with pytest.raises(AssertionError, match="outside"):
+        os.unlink("/etc/fleetops-guard-test-never-exists")
+    with pytest.raises(AssertionError, match="outside"):
+        shutil.rmtree("/etc/fleetops-guard-test-never-exists")
 
 
 def tree(root: Path) -> dict:
@@ -310,14 +366,16 @@ def test_the_snapshot_request_carries_basic_auth_from_the_auth_file_when_it_exis
     server = http.server.HTTPServer(("127.0.0.1", 0), Admin)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     auth = tmp_path / "web-client.auth"
+    key = write_key(tmp_path)
     item = {"name": "prometheus-tsdb", "prometheus_snapshot": "http://127.0.0.1:%d" % server.server_port,
             "prometheus_data_dir": str(data), "prometheus_auth_file": str(auth)}
     try:
         # No auth file (basic auth off): no header, and this Prometheus refuses.
         with pytest.raises(fb.BackupError, match="admin API"):
-            fb.run_backup({"host": "mon", "archive_dir": str(tmp_path / "b1"), "items": [item]})
+            fb.run_backup({"host": "mon", "archive_dir": str(tmp_path / "b1"), "manifest_key_file": key, "items": [item]})
         auth.write_text("fleet-ops:s3cret:with-colon\n")
-        manifest = fb.run_backup({"host": "mon", "archive_dir": str(tmp_path / "b2"), "items": [item]})
+        manifest = fb.run_backup({"host": "mon", "archive_dir": str(tmp_path / "b2"), "manifest_key_file": key,
+                                  "items": [item]})
     finally:
         server.shutdown()
     assert seen[0] is None and seen[-1].startswith("Basic ")
