@@ -30,7 +30,8 @@ from ansible_collections.fleetops.mcp.plugins.module_utils import _lb_clients
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "nginx_lb"
 KEY = "0123456789abcdef" * 4
-TOKENS = {"alice": "alice-token-0123456789abcdef", "bob": "bob-token-0123456789abcdef0"}
+# Fixed random test tokens (the role refuses guessable ones).
+TOKENS = {"alice": "aL1c3-Xq7vRm2ZtK9pWn4YbHs8JdFg", "bob": "b0B-Tr5kQz8NwLc3VyMx6PhGj2SdRf"}
 BACKEND_ADDRESSES = ["127.0.0.2", "127.0.0.3"]
 PLAYBOOK = """
 - name: Render the load balancer's configuration from the role's templates
@@ -183,7 +184,7 @@ def test_without_authentication_sessions_are_bound_to_the_empty_client(tmp_path)
 
 
 def test_the_map_hash_grows_with_clients_times_backends(tmp_path):
-    clients = [{"name": f"agent-{i}", "token": f"token-{i:04d}-0123456789abcdef"} for i in range(600)]
+    clients = [{"name": f"agent-{i}", "token": f"tok{i:04d}-Xq7vRm2ZtK9pWn4YbHs8JdFgLc3VyM"} for i in range(600)]
     conf = render(tmp_path, nginx_lb_clients=clients)
     # 600 clients x 4 backends (2 hosts, 2 servers) answer tags.
     assert "map_hash_max_size 4800;" in conf
