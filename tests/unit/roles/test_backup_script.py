@@ -50,7 +50,10 @@ def _writes_stay_in_the_scratch_dir(monkeypatch):
     writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     for name in ("unlink", "remove", "rmdir", "makedirs", "mkdir", "chmod", "chown", "lchown", "utime"):
         monkeypatch.setattr(os, name, guarded(name, getattr(os, name)))
-    monkeypatch.setattr(os, "open", guarded("open", os.open, writes=lambda a, k: bool((a[0] if a else k.get("flags", 0)) & writing)))
+    def opens_to_write(args, kwargs):
+        return bool((args[0] if args else kwargs.get("flags", 0)) & writing)
+
+    monkeypatch.setattr(os, "open", guarded("open", os.open, writes=opens_to_write))
     monkeypatch.setattr(shutil, "rmtree", guarded("rmtree", shutil.rmtree))
     for name in ("replace", "rename"):
         original = getattr(os, name)
