@@ -241,7 +241,7 @@ def _check_tmpfs(where, tmpfs, errors):
         if not isinstance(mount, str):
             errors.append("%s: tmpfs[%d] must be a 'path[:options]' string" % (where, i))
             continue
-        path, _, options = mount.partition(":")
+        path, options = (mount.split(":", 1) + [""])[:2]
         problem = _mount_path_error(path)
         if problem:
             errors.append("%s: tmpfs[%d] path %r %s" % (where, i, path, problem))
@@ -319,7 +319,7 @@ def _check_one(where, server, errors):
         errors.append("%s: metrics_path %r %s (or be empty for no metrics)" % (where, metrics_path, url_path_error(metrics_path)))
     if bind_address_error(server.get("bind_address")):
         errors.append("%s: bind_address %r %s" % (where, server.get("bind_address"),
-                                                   bind_address_error(server.get("bind_address"))))
+                                                  bind_address_error(server.get("bind_address"))))
     env = server.get("env", {})
     if not isinstance(env, dict):
         errors.append("%s: env must be a mapping" % where)
