@@ -258,12 +258,12 @@ def test_an_address_of_the_host_is_accepted(hostvars, value):
 
 @pytest.mark.parametrize(("hostvars", "value", "message"), [
     ({"fleetops_address": "203.0.113.9"}, "",  # NAT: where clients reach the host, not one of its addresses
-     "monitoring_prometheus_listen_address is empty, for the host's fleet address, but 203.0.113.9 "
+     ("monitoring_prometheus_listen_address is empty, for the host's fleet address, but 203.0.113.9 "
      "(fleetops_address, else the default IPv4) is not an address of this host (NAT?); set fleetops_address to "
-     "one of its addresses, or set monitoring_prometheus_listen_address"),
+     "one of its addresses, or set monitoring_prometheus_listen_address")),
     ({"ansible_host": "mon.example"}, "",
-     "monitoring_prometheus_listen_address is empty, for the host's fleet address, but that is 'mon.example', "
-     "not an IP address; set fleetops_address"),
+     ("monitoring_prometheus_listen_address is empty, for the host's fleet address, but that is 'mon.example', "
+     "not an IP address; set fleetops_address")),
     ({"fleetops_address": "10.0.0.5"}, "10.0.0.99",
      "monitoring_prometheus_listen_address 10.0.0.99 is not an address of this host; its addresses are"),
     ({"fleetops_address": "10.0.0.5"}, "mon.example",
