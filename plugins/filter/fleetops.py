@@ -198,6 +198,29 @@ def fleet_local_address(address):
     return _plan.local_address(address)
 
 
+def fleet_listen_address(value, host, hostvars):
+    """The address a service of ``host`` listens on: ``value``, or the host's fleet address when empty."""
+    return _plan.listen_address(value, _plan.address(hostvars, host))
+
+
+def fleet_endpoint(address, port):
+    """``address:port``, an IPv6 address in brackets."""
+    return _plan.endpoint(address, port)
+
+
+def fleet_listen_errors(listens, host, hostvars):
+    """Why the services of ``host`` cannot listen where ``listens`` (``[{name, value}]``) say (module_utils/_plan.py)."""
+    facts = (hostvars.get(host) or {}).get("ansible_facts") or {}
+    known = "all_ipv4_addresses" in facts or "all_ipv6_addresses" in facts
+    addresses = list(facts.get("all_ipv4_addresses") or []) + list(facts.get("all_ipv6_addresses") or [])
+    return _plan.listen_errors(listens, _plan.address(hostvars, host), addresses if known else None)
+
+
+def fleet_prometheus_url(plan, hostvars):
+    """Where the host of ``plan`` reaches its own Prometheus (the plan's ``prometheus`` slice)."""
+    return _plan.prometheus_url(plan, hostvars)
+
+
 def fleet_plan_errors(groups, textfile_dir, status_listen, secrets_dir=_plan.SECRETS_DIR, failover_dir=_plan.FAILOVER_DIR):
     """Problems in the fleet plan's settings, each naming its variable."""
     return _plan.errors(groups, textfile_dir, status_listen, secrets_dir, failover_dir)
@@ -234,7 +257,11 @@ class FilterModule:
             "fleet_firewall_errors": fleet_firewall_errors,
             "fleet_firewall_lockout": fleet_firewall_lockout,
             "fleet_firewall_rules": fleet_firewall_rules,
+            "fleet_endpoint": fleet_endpoint,
+            "fleet_listen_address": fleet_listen_address,
+            "fleet_listen_errors": fleet_listen_errors,
             "fleet_local_address": fleet_local_address,
+            "fleet_prometheus_url": fleet_prometheus_url,
             "fleet_plan": fleet_plan,
             "fleet_plan_errors": fleet_plan_errors,
             "mcp_fleet": mcp_fleet,

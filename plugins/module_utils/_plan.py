@@ -24,9 +24,11 @@ their slice of it instead of each other's variables, paths and group names:
   their ``keepalived_virtual_ipaddress``), or empty;
 - ``prometheus``: this host's Prometheus as the backup role reaches it:
   ``snapshot``, whether its admin API allows TSDB snapshots (a monitor with
-  ``monitoring_prometheus_admin_api``), ``url`` (from
-  ``monitoring_prometheus_listen_address`` and ``monitoring_prometheus_port``),
-  ``scrape_interval`` (``monitoring_scrape_interval``), ``data_dir``, where
+  ``monitoring_prometheus_admin_api``), ``listen_address`` and ``port``
+  (``monitoring_prometheus_listen_address``, empty for the host's fleet
+  address, and ``monitoring_prometheus_port``: the roles make them a URL with
+  the ``fleet_prometheus_url`` filter, since the fleet address may come from
+  facts gathered after the plan), ``scrape_interval`` (``monitoring_scrape_interval``), ``data_dir``, where
   its TSDB is (``monitoring_prometheus_data_dir``), and ``auth_file``, where
   the monitoring role keeps its basic auth credentials for root's consumers;
 - ``failover_controllers``: the hosts that run the failover daemon
@@ -43,6 +45,7 @@ their slice of it instead of each other's variables, paths and group names:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 # The kinds of hosts a fleet has, each an inventory group (renamable).
@@ -128,16 +131,78 @@ def local_address(address):
     """Where this host reaches a service of its own listening on ``address`` (any address: loopback).
 
     The one rule: the plan uses it for this host's Prometheus, the monitoring role (filter
-    ``fleet_local_address``) for its own checks of Prometheus and Alertmanager.
+    ``fleet_local_address``) for its own checks of Prometheus and Alertmanager. Resolve an empty listen
+    address (the host's fleet address) with ``listen_address`` first.
     """
     address = str(address or "").strip()
     return "127.0.0.1" if address in ("", "0.0.0.0", "::", "[::]") else address
 
 
+WILDCARDS = ("0.0.0.0", "::", "[::]")
+
+
+def listen_address(value, fleet_address):
+    """The address a web UI or API listens on: ``value``, or, when empty, the host's ``fleet_address``.
+
+    The fleet address is the one the firewall admits the service's clients to (``address``); 0.0.0.0 (or
+    ``::``) when set is the documented opt-out: every address, the host's own consumers on loopback.
+    """
+    value = str(value if value is not None else "").strip()
+    return value or str(fleet_address or "").strip()
+
+
+def endpoint(address, port):
+    """``address:port``, an IPv6 address in brackets (the form of Prometheus' flags and targets)."""
+    address = str(address).strip()
+    if ":" in address and not address.startswith("["):
+        address = "[%s]" % address
+    return "%s:%s" % (address, port)
+
+
+def _ip(value):
+    try:
+        return ipaddress.ip_address(str(value).strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def listen_errors(listens, fleet_address, host_addresses=None):
+    """Why services cannot listen where ``listens`` (``[{name, value}]``: variable, its value) say, or ``[]``.
+
+    An empty value stands for the host's ``fleet_address`` (``fleetops_address``, else the default IPv4),
+    which must then be an IP address of the host itself (``host_addresses``: the facts' all_ipv4_addresses
+    and all_ipv6_addresses; None: not known, not checked): a NAT address is where clients reach the host,
+    not one it can bind. An explicit value must be an IP address too; any address and loopback always bind.
+    """
+    out = []
+    own = None if host_addresses is None else {_ip(a) for a in host_addresses} - {None}
+    for item in listens or []:
+        name, value = item["name"], str(item.get("value") if item.get("value") is not None else "").strip()
+        address = listen_address(value, fleet_address)
+        ip = _ip(address)
+        if ip is None:
+            out.append(("%s is empty, for the host's fleet address, but that is %r, not an IP address; set "
+                        "fleetops_address for the host (or %s)" % (name, address, name)) if not value else
+                       ("%s must be an IP address (0.0.0.0 or :: for every address); got %r" % (name, value)))
+        elif own is not None and not (ip.is_unspecified or ip.is_loopback or ip in own):
+            out.append(("%s is empty, for the host's fleet address, but %s (fleetops_address, else the default "
+                        "IPv4) is not an address of this host (NAT?); set fleetops_address to one of its "
+                        "addresses, or set %s" % (name, address, name)) if not value else
+                       ("%s %s is not an address of this host; its addresses are %s"
+                        % (name, address, ", ".join(sorted(str(a) for a in own)) or "none")))
+    return out
+
+
+def prometheus_url(plan, hostvars):
+    """The URL this host reaches its own Prometheus at, from the plan's ``prometheus`` slice."""
+    listen = listen_address(plan["prometheus"]["listen_address"], address(hostvars, plan["host"]))
+    return "http://%s" % endpoint(local_address(listen), plan["prometheus"]["port"])
+
+
 # What the plan takes for a monitor's Prometheus settings the inventory does not set: the monitoring
 # role's defaults (roles/monitoring/defaults/main.yml; a unit test keeps the two equal).
 MONITORING_DEFAULTS = {
-    "monitoring_prometheus_listen_address": "0.0.0.0",
+    "monitoring_prometheus_listen_address": "",
     "monitoring_prometheus_port": 9090,
     "monitoring_prometheus_admin_api": False,
     "monitoring_scrape_interval": "15s",
@@ -245,8 +310,8 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
         "vip": vips[0] if vips else "",
         "prometheus": {
             "snapshot": "monitors" in kinds and _truthy(_monitoring(own, "monitoring_prometheus_admin_api")),
-            "url": "http://%s:%s" % (local_address(_monitoring(own, "monitoring_prometheus_listen_address")),
-                                     _monitoring(own, "monitoring_prometheus_port")),
+            "listen_address": str(_monitoring(own, "monitoring_prometheus_listen_address") or "").strip(),
+            "port": _monitoring(own, "monitoring_prometheus_port"),
             "scrape_interval": str(_monitoring(own, "monitoring_scrape_interval")),
             "data_dir": str(_monitoring(own, "monitoring_prometheus_data_dir")),
             "auth_file": PROMETHEUS_AUTH_FILE,

@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 import yaml
-from fleetops_testlib import container_host, docker_inspect, inventory_hosts, run_playbook
+from fleetops_testlib import container_host, container_ip, docker_inspect, inventory_hosts, run_playbook
 from lbha import sdk_call
 
 CACHE = pathlib.Path(os.environ["FLEETOPS_CACHE"])
@@ -131,7 +131,8 @@ def test_the_monitors_own_consumers_authenticate():
     wait_until("prometheus and alertmanager scraped", lambda: len(
         query('up{job=~"prometheus|alertmanager"} == 1')) == 2, deadline_s=60)
     alertmanagers = get_json(f"{PROMETHEUS}/api/v1/alertmanagers")["data"]
-    assert [a["url"] for a in alertmanagers["activeAlertmanagers"]] == ["http://127.0.0.1:9093/api/v2/alerts"]
+    # Alertmanager listens on the monitor's fleet address only (issue 14), so Prometheus sends there.
+    assert [a["url"] for a in alertmanagers["activeAlertmanagers"]] == [f"http://{container_ip(MON)}:9093/api/v2/alerts"]
     mon = container_host(MON)
     password = web_password()
     web = mon.file("/etc/prometheus/web-config.yml")
@@ -153,6 +154,31 @@ def test_the_monitors_own_consumers_authenticate():
     result = run_playbook("../../playbooks/monitoring.yml", limit=MON)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert mon.file("/etc/prometheus/web-config.yml").content_string == before
+
+
+def listeners(host: str, port: int) -> set[str]:
+    """The local addresses ``host`` listens on TCP ``port`` at (ss: 0.0.0.0, [::] or * for every address)."""
+    out = container_host(host).run(f"ss -Hltn 'sport = :{port}'")
+    assert out.rc == 0, out.stderr
+    return {line.split()[3].rsplit(":", 1)[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+def test_every_web_ui_and_api_listens_on_the_fleet_address_only():
+    """Issue 14: Prometheus, Alertmanager and the exporters are bound to the address the firewall admits their
+    clients to (the host's fleet address), not to every address and not to loopback; the monitor's own
+    consumers (its self-scrape, alerting, Grafana's datasource) follow. Grafana itself is not installed in this
+    scenario (inventories/local: grafana_install false); its http_addr is checked by the unit tests."""
+    mon = container_ip(MON)
+    for port in (9090, 9093):
+        assert listeners(MON, port) == {mon}, port
+    for host in inventory_hosts():
+        assert listeners(host, 9100) == {container_ip(host)}, host
+    for host in inventory_hosts("load_balancers"):
+        assert listeners(host, 9113) == {container_ip(host)}, host
+    targets = {job: {t["scrapeUrl"] for t in ts} for job, ts in targets_by_job().items()}
+    assert targets["prometheus"] == {f"http://{mon}:9090/metrics"}
+    assert targets["alertmanager"] == {f"http://{mon}:9093/metrics"}
+    assert grafana_files()[1]["url"] == f"http://{mon}:9090"
 
 
 def test_mcp_probes_through_the_vip_succeed_with_the_token_and_fail_without():
@@ -428,9 +454,15 @@ def test_a_stopped_mcp_server_fires_its_alert_in_time_and_alertmanager_delivers_
         ({"monitoring_web_users": [{"name": "ops", "password": "too-short"}]},
          "monitoring_web_users must be a list of {name, password}: unique names of letters, digits, . _ -, and"
          " passwords of at least 12 characters."),
+        # A NAT fleet address: where clients reach the host, not an address it can bind.
+        ({"fleetops_address": "203.0.113.9"},
+         "monitoring_agent_listen_address is empty, for the host's fleet address, but 203.0.113.9 (fleetops_address,"
+         " else the default IPv4) is not an address of this host (NAT?)"),
+        ({"monitoring_prometheus_listen_address": "203.0.113.9"},
+         "monitoring_prometheus_listen_address 203.0.113.9 is not an address of this host"),
     ],
     ids=["route-receiver", "probe-url", "scrape-interval", "probe-protocol", "data-dir", "exporter-port", "grafana-password",
-         "web-users-missing", "web-password-short"],
+         "web-users-missing", "web-password-short", "nat-fleet-address", "listen-address-elsewhere"],
 )
 def test_bad_inputs_fail_naming_the_variable_and_change_nothing(extra_vars, message):
     mon = container_host(MON)

@@ -162,7 +162,8 @@ def grafana_datasource(tmp_path, **extra) -> dict:
     out.mkdir()
     (tmp_path / "play.yml").write_text(GRAFANA_PLAYBOOK % {"role": ROOT / "roles" / "grafana"})
     (tmp_path / "hosts.yml").write_text(INVENTORY)
-    plan = dict(PLAN, prometheus=dict(PLAN["prometheus"], url="http://127.0.0.1:9090", scrape_interval="15s"))
+    plan = dict(PLAN, prometheus=dict(PLAN["prometheus"], listen_address="0.0.0.0", port=9090,
+                                           scrape_interval="15s"), host="mon-1")
     (tmp_path / "vars.json").write_text(json.dumps({"out": str(out), "fleetops_plan": plan,
                                                     "ansible_python_interpreter": sys.executable, **extra}))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")

@@ -25,7 +25,8 @@ def test_filters_are_registered():
         "mcp_failover_active", "mcp_failover_routes", "mcp_failover_agent_config", "mcp_failover_daemon_config",
         "fleet_firewall_errors", "fleet_firewall_rules", "fleet_firewall_lockout",
         "fleet_address", "fleet_local_address", "fleet_plan", "fleet_plan_errors", "mcp_gateway_routes",
-        "mcp_probe_targets", "mcp_lb_affinity",
+        "mcp_probe_targets", "mcp_lb_affinity", "fleet_listen_address", "fleet_endpoint", "fleet_listen_errors",
+        "fleet_prometheus_url",
     }
 
 

@@ -55,7 +55,7 @@ def fleet(names):
             "kinds": p["kinds"],
             "routes": _fleet.lb_routes(SERVERS, backends),
             "targets": _fleet.scrape_targets(SERVERS, backends),
-            "backup": _backup.items(SERVERS, host, p["kinds"], prometheus_url=p["prometheus"]["url"]
+            "backup": _backup.items(SERVERS, host, p["kinds"], prometheus_url=_plan.prometheus_url(p, HOSTVARS)
                                     if p["prometheus"]["snapshot"] else None),
             "peers": sorted(set(groups[p["groups"]["load_balancers"]]) - {host}),
             "controller": p["members"]["monitors"][0],
@@ -71,7 +71,8 @@ def test_renamed_groups_plan_the_same_routes_targets_backups_and_peers():
     assert renamed == default
     assert default["lb-1"]["peers"] == ["lb-2"] and default["dh-1"]["kinds"] == ["docker_hosts"]
     assert [i["name"] for i in default["dh-1"]["backup"]] == ["docker-host-config", "volume-notes-notes-data"]
-    assert default["mon-1"]["backup"][-1]["prometheus_snapshot"] == "http://127.0.0.1:9090"
+    # Prometheus listens on the monitor's fleet address (issue 14), so the snapshot goes there.
+    assert default["mon-1"]["backup"][-1]["prometheus_snapshot"] == "http://10.0.0.31:9090"
     # The firewall sources are the renamed groups' members all the same.
     mcp = next(r for r in default["dh-1"]["firewall"] if r["name"] == "mcp-servers")
     assert mcp["v4"] == ["10.0.0.21/32", "10.0.0.22/32", "10.0.0.31/32"] and mcp["ports"] == [18080, 18081, 18200]
@@ -94,9 +95,7 @@ def test_the_roles_group_variables_default_to_the_plans_group_names():
         ("monitoring_agent", "monitoring_agent_nginx_stub_status_url"): "http://127.0.0.1:9181/stub_status",
         ("keepalived", "keepalived_check_url"): "http://127.0.0.1:9181/healthz",
         ("nginx_lb", "nginx_lb_status_listen"): "127.0.0.1:9181",
-        ("backup", "backup_prometheus_url"): "http://127.0.0.1:9090",
         ("backup", "backup_prometheus_data_dir"): "/var/lib/prometheus/metrics2",
-        ("grafana", "grafana_prometheus_url"): "http://127.0.0.1:9090",
         ("vault_secrets", "vault_secrets_dir"): "/srv/secrets",
         ("mcp_server", "mcp_server_secrets_dir"): "/srv/secrets",
     }
@@ -110,6 +109,12 @@ def test_the_roles_group_variables_default_to_the_plans_group_names():
         templar = Templar(variables={"fleetops_plan": fleetops_plan})
         assert str(templar.template(trust_as_template(defaults[name]))) == value, f"{role}: {name}"
     assert fleetops_plan["prometheus"]["snapshot"] is True
+    # Where the monitor reaches its own Prometheus: resolved when used (a filter, which this Templar does not
+    # load; test_monitoring_binding.py renders it through ansible-playbook), its fleet address by default.
+    for role, name in (("backup", "backup_prometheus_url"), ("grafana", "grafana_prometheus_url")):
+        defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
+        assert defaults[name] == "{{ fleetops_plan | fleetops.mcp.fleet_prometheus_url(hostvars) }}", role
+    assert filters.fleet_prometheus_url(fleetops_plan, hostvars) == "http://10.0.0.31:9090"
 
 
 def test_only_monitors_with_the_admin_api_take_snapshots_and_the_url_follows_the_listen_address():
@@ -119,9 +124,11 @@ def test_only_monitors_with_the_admin_api_take_snapshots_and_the_url_follows_the
     assert plan("lb-1", hostvars=hostvars)["prometheus"]["snapshot"] is False  # not a monitor
     hostvars["mon-1"] = {"monitoring_prometheus_admin_api": "yes", "monitoring_prometheus_listen_address": "10.0.0.31",
                          "monitoring_prometheus_port": 9999, "monitoring_prometheus_data_dir": "/srv/tsdb"}
-    assert plan("mon-1", hostvars=hostvars)["prometheus"] == {"snapshot": True, "url": "http://10.0.0.31:9999",
-                                                              "scrape_interval": "15s", "data_dir": "/srv/tsdb",
+    assert plan("mon-1", hostvars=hostvars)["prometheus"] == {"snapshot": True, "listen_address": "10.0.0.31",
+                                                              "port": 9999, "scrape_interval": "15s",
+                                                              "data_dir": "/srv/tsdb",
                                                               "auth_file": "/etc/prometheus/web-client.auth"}
+    assert _plan.prometheus_url(plan("mon-1", hostvars=hostvars), hostvars) == "http://10.0.0.31:9999"
     # The backup role snapshots below the monitor's own data directory, as the plan says.
     items = _backup.items([], "mon-1", ["monitors"], prometheus_url="http://10.0.0.31:9999",
                           prometheus_data_dir=plan("mon-1", hostvars=hostvars)["prometheus"]["data_dir"])
@@ -186,19 +193,94 @@ def test_the_plans_fallbacks_for_prometheus_are_the_monitoring_roles_defaults():
     assert {name: defaults[name] for name in _plan.MONITORING_DEFAULTS} == _plan.MONITORING_DEFAULTS
 
 
-@pytest.mark.parametrize(("listen", "local"), [("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1"), ("[::]", "127.0.0.1"),
-                                                ("", "127.0.0.1"), ("10.0.0.5", "10.0.0.5")])
-def test_one_rule_finds_a_hosts_own_service_for_the_plan_and_the_monitoring_role(listen, local):
-    assert _plan.local_address(listen) == local
-    plan = _plan.compile_plan("mon", {"monitors": ["mon"]}, {"mon": {"monitoring_prometheus_listen_address": listen}},
+@pytest.mark.parametrize(("listen", "fleet", "bound", "local"), [
+    ("", "10.0.0.5", "10.0.0.5", "10.0.0.5"),  # the default: the host's fleet address
+    (None, "10.0.0.5", "10.0.0.5", "10.0.0.5"),
+    ("10.0.0.6", "10.0.0.5", "10.0.0.6", "10.0.0.6"),  # an explicit address is kept
+    ("0.0.0.0", "10.0.0.5", "0.0.0.0", "127.0.0.1"),  # the opt-out: every address, consumers on loopback
+    ("::", "10.0.0.5", "::", "127.0.0.1"),
+    ("[::]", "10.0.0.5", "[::]", "127.0.0.1"),
+    ("", "2001:db8::5", "2001:db8::5", "2001:db8::5"),
+])
+def test_one_rule_finds_where_a_hosts_service_listens_and_where_the_host_reaches_it(listen, fleet, bound, local):
+    hostvars = {"mon": {"fleetops_address": fleet, "monitoring_prometheus_listen_address": listen}}
+    assert _plan.listen_address(listen, fleet) == bound
+    assert filters.fleet_listen_address(listen, "mon", hostvars) == bound
+    assert _plan.local_address(bound) == local
+    assert filters.fleet_local_address(bound) == local
+    plan = _plan.compile_plan("mon", {"monitors": ["mon"]}, hostvars,
                               {kind: kind for kind in _plan.KINDS}, "/t", "127.0.0.1:8081")
-    assert plan["prometheus"]["url"] == f"http://{local}:9090"
-    assert filters.fleet_local_address(listen) == local
-    # The monitoring role finds its own Prometheus and Alertmanager through the same filter (its Molecule
+    url = "http://%s:9090" % ("[%s]" % local if ":" in local else local)
+    assert filters.fleet_prometheus_url(plan, hostvars) == url
+    # The monitoring role finds its own Prometheus and Alertmanager through the same filters (its Molecule
     # runs check that it reaches them).
     role_vars = yaml.safe_load((ROOT / "roles" / "monitoring" / "vars" / "main.yml").read_text())
     for name in ("_monitoring_prometheus_local", "_monitoring_alertmanager_local"):
-        assert "| fleetops.mcp.fleet_local_address }}" in role_vars[name], name
+        assert "| fleetops.mcp.fleet_local_address | fleetops.mcp.fleet_endpoint(" in role_vars[name], name
+    for name in ("_monitoring_prometheus_listen", "_monitoring_alertmanager_listen"):
+        assert "| fleetops.mcp.fleet_listen_address(inventory_hostname, hostvars) }}" in role_vars[name], name
+
+
+def test_the_fleet_address_follows_facts_learnt_after_the_plan():
+    """The plan is compiled without facts (playbooks/plan.yml); the URL is resolved when used."""
+    hostvars = {"mon": {"ansible_host": "mon.example"}}
+    plan = _plan.compile_plan("mon", {"monitors": ["mon"]}, hostvars,
+                              {kind: kind for kind in _plan.KINDS}, "/t", "127.0.0.1:8081")
+    hostvars["mon"]["ansible_facts"] = {"default_ipv4": {"address": "192.0.2.7"}}
+    assert filters.fleet_prometheus_url(plan, hostvars) == "http://192.0.2.7:9090"
+
+
+@pytest.mark.parametrize(("address", "port", "out"), [("10.0.0.5", 9090, "10.0.0.5:9090"),
+                                                      ("2001:db8::5", 9100, "[2001:db8::5]:9100"),
+                                                      ("::", 9093, "[::]:9093"), ("[::1]", 3000, "[::1]:3000")])
+def test_endpoints_put_ipv6_in_brackets(address, port, out):
+    assert filters.fleet_endpoint(address, port) == out
+
+
+FACTS = {"all_ipv4_addresses": ["10.0.0.5", "172.17.0.1"], "all_ipv6_addresses": ["2001:db8::5"]}
+
+
+@pytest.mark.parametrize(("hostvars", "value"), [
+    ({"fleetops_address": "10.0.0.5"}, ""),
+    ({"ansible_facts": dict(FACTS, default_ipv4={"address": "10.0.0.5"})}, ""),  # no fleetops_address: the default IPv4
+    ({"fleetops_address": "2001:db8::5"}, ""),
+    ({"fleetops_address": "203.0.113.9"}, "0.0.0.0"),  # the opt-out binds whatever the fleet address
+    ({"fleetops_address": "203.0.113.9"}, "::"),
+    ({"fleetops_address": "203.0.113.9"}, "127.0.0.1"),
+    ({"fleetops_address": "203.0.113.9"}, "172.17.0.1"),
+    ({"fleetops_address": "2001:DB8:0::5"}, ""),  # compared as addresses, not strings
+])
+def test_an_address_of_the_host_is_accepted(hostvars, value):
+    hostvars = {"h": {"ansible_facts": FACTS, **hostvars}}
+    assert filters.fleet_listen_errors([{"name": "monitoring_prometheus_listen_address", "value": value}],
+                                       "h", hostvars) == []
+
+
+@pytest.mark.parametrize(("hostvars", "value", "message"), [
+    ({"fleetops_address": "203.0.113.9"}, "",  # NAT: where clients reach the host, not one of its addresses
+     ("monitoring_prometheus_listen_address is empty, for the host's fleet address, but 203.0.113.9 "
+     "(fleetops_address, else the default IPv4) is not an address of this host (NAT?); set fleetops_address to "
+     "one of its addresses, or set monitoring_prometheus_listen_address")),
+    ({"ansible_host": "mon.example"}, "",
+     ("monitoring_prometheus_listen_address is empty, for the host's fleet address, but that is 'mon.example', "
+     "not an IP address; set fleetops_address")),
+    ({"fleetops_address": "10.0.0.5"}, "10.0.0.99",
+     "monitoring_prometheus_listen_address 10.0.0.99 is not an address of this host; its addresses are"),
+    ({"fleetops_address": "10.0.0.5"}, "mon.example",
+     "monitoring_prometheus_listen_address must be an IP address (0.0.0.0 or :: for every address); got 'mon.example'"),
+])
+def test_an_address_the_host_cannot_bind_is_refused_naming_both_variables(hostvars, value, message):
+    facts = dict(FACTS, default_ipv4={"address": "10.0.0.5"}) if "fleetops_address" in hostvars else {
+        "all_ipv4_addresses": ["10.0.0.5"]}
+    hostvars = {"h": {"ansible_facts": facts, **hostvars}}
+    problems = filters.fleet_listen_errors([{"name": "monitoring_prometheus_listen_address", "value": value}],
+                                           "h", hostvars)
+    assert len(problems) == 1 and problems[0].startswith(message), problems
+
+
+def test_without_facts_the_hosts_addresses_are_not_checked():
+    listens = [{"name": "grafana_http_address", "value": ""}]
+    assert filters.fleet_listen_errors(listens, "h", {"h": {"fleetops_address": "203.0.113.9"}}) == []
 
 
 @pytest.mark.parametrize("failover_dir", ["etc/nginx/failover", "/etc/nginx/failover/", "/etc/my failover", None])
