@@ -284,12 +284,23 @@ def test_a_backup_of_the_monitor_holds_a_readable_tsdb_snapshot():
     mon = container_host(MON)
     run = mon.run("systemctl start fleetops-backup.service")
     assert run.rc == 0, mon.run("journalctl -u fleetops-backup.service -n 20 --no-pager").stdout
-    archive = mon.run("ls -1t /var/backups/fleetops/mon-1-*.tar.gz | head -1").stdout.strip()
-    manifest = json.loads(mon.file(archive.replace(".tar.gz", ".manifest.json")).content_string)
+    archive = mon.run("ls -1t /var/backups/fleetops/mon-1-*.tar.gz.age | head -1").stdout.strip()
+    manifest = json.loads(mon.file(archive.replace(".tar.gz.age", ".manifest.json")).content_string)
     assert any(name.endswith("/meta.json") for name in manifest["files"]), sorted(manifest["files"])[:20]
-    assert mon.run(f"/usr/local/libexec/fleetops/fleetops-backup verify {archive}").rc == 0
-    check = mon.run(f"rm -rf /tmp/tsdb-check && mkdir /tmp/tsdb-check && tar -xzf {archive} -C /tmp/tsdb-check && "
-                    "dirname $(dirname $(find /tmp/tsdb-check -name meta.json | head -1))")
+    # The archive is age ciphertext: the demo's test identity (inventories/local) decrypts it, on the
+    # monitor for this check only.
+    identity = (pathlib.Path(__file__).resolve().parents[3] / "inventories/local/backup-age-test.key").read_text()
+    put = mon.run("umask 077 && rm -rf /tmp/tsdb-check && mkdir /tmp/tsdb-check && cat > /tmp/tsdb-check/id <<'EOF'\n"
+                  + identity + "EOF")
+    assert put.rc == 0, put.stderr
+    try:
+        verify = mon.run(f"/usr/local/libexec/fleetops/fleetops-backup verify {archive} --identity /tmp/tsdb-check/id")
+        assert verify.rc == 0, verify.stdout + verify.stderr
+        check = mon.run(f"age -d -i /tmp/tsdb-check/id -o /tmp/tsdb-check/a.tar.gz {archive} && "
+                        "tar -xzf /tmp/tsdb-check/a.tar.gz -C /tmp/tsdb-check && "
+                        "dirname $(dirname $(find /tmp/tsdb-check -name meta.json | head -1))")
+    finally:
+        mon.run("rm -f /tmp/tsdb-check/id")
     assert check.rc == 0, check.stderr
     blocks = mon.run(f"promtool tsdb list {check.stdout.strip()}")
     assert blocks.rc == 0, blocks.stderr

@@ -60,7 +60,7 @@ def test_a_load_balancer_that_lost_its_disk_is_restored_from_the_backup_host_byt
     lb, bk = container_host("lb-2"), container_host("bk-1")
     run = lb.run("systemctl start fleetops-backup.service")
     assert run.rc == 0, lb.run("journalctl -u fleetops-backup.service -n 20 --no-pager").stdout
-    archive = lb.run(f"ls -1t {ARCHIVES}/lb-2-*.tar.gz | head -1").stdout.strip()
+    archive = lb.run(f"ls -1t {ARCHIVES}/lb-2-*.tar.gz.age | head -1").stdout.strip()
     assert archive, lb.run(f"ls -l {ARCHIVES}").stdout
     # The copy on the backup host is the same archive.
     copies = bk.run(f"find / -xdev -name {os.path.basename(archive)} -not -path '/proc/*'").stdout.split()
