@@ -194,7 +194,7 @@ def test_the_map_hash_grows_with_clients_times_backends(tmp_path):
 def _nginx_t(out_dir: pathlib.Path, conf: str):
     if not shutil.which("nginx") or not pathlib.Path("/etc/nginx/mime.types").exists():
         pytest.skip("nginx is not installed here")
-    if not list(pathlib.Path("/etc/nginx/modules-enabled").glob("*js*")):
+    if not pathlib.Path("/usr/lib/nginx/modules/ngx_http_js_module.so").exists():
         pytest.skip("nginx's njs module (libnginx-mod-http-js) is not installed here")
     if os.geteuid() != 0:
         pytest.skip("nginx -t of a configuration with `user www-data` needs root")
@@ -256,7 +256,7 @@ class _Backend(http.server.BaseHTTPRequestHandler):
 def gateway(tmp_path_factory):
     if not shutil.which("nginx"):
         pytest.skip("nginx is not installed here")
-    if not list(pathlib.Path("/etc/nginx/modules-enabled").glob("*js*")):
+    if not pathlib.Path("/usr/lib/nginx/modules/ngx_http_js_module.so").exists():
         pytest.skip("nginx's njs module (libnginx-mod-http-js) is not installed here")
     if os.geteuid() != 0:
         pytest.skip("running nginx with `user www-data` needs root")
