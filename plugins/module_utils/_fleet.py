@@ -20,7 +20,7 @@ KNOWN_FIELDS = {
     "command", "stdio_command", "port", "host_port", "bind_address", "path", "replicas",
     "env", "secrets", "volumes", "resources", "healthcheck", "stop_grace_period",
     "labels", "user", "tmpfs", "stateless", "hosts", "metrics_path", "backup_command",
-    "failover", "max_sessions",
+    "failover", "max_sessions", "allowed_origins",
 }
 FAILOVER_FIELDS = {"primary", "standby", "sync_interval"}
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?\Z")
@@ -54,6 +54,10 @@ LABEL_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?\Z")
 # Label prefixes the engine and this collection own (the mcp_server role's
 # org.fleetops.mcp.* labels find and prune its containers).
 RESERVED_LABEL_PREFIXES = ("com.docker.", "io.docker.", "org.dockerproject.", "org.opencontainers.", "org.fleetops.")
+# Browser origins a server admits at the gateway (MCP Streamable HTTP: a
+# present and invalid Origin gets 403): scheme://host[:port], nothing more.
+ORIGIN = re.compile(r"^(?P<scheme>https?)://(?P<host>[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?|\[[0-9a-f:.]{2,45}\])"
+                    r"(?::(?P<port>[0-9]{1,5}))?\Z")
 # Inventory host names (failover.primary/standby, hosts).
 HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252}[A-Za-z0-9])?\Z")
 
@@ -90,6 +94,10 @@ DEFAULTS = {
     # stdio servers: sessions (one server process each) a replica's bridge
     # runs at once; initialize gets HTTP 503 over it.
     "max_sessions": 16,
+    # Browser origins the gateway admits for this server (exact
+    # scheme://host[:port]); a request with any other Origin gets 403 before
+    # its token is checked, one without Origin (native clients) goes on.
+    "allowed_origins": [],
 }
 
 
@@ -254,6 +262,31 @@ def _check_tmpfs(where, tmpfs, errors):
                               "size=N[kmg], mode=NNN, uid=N, gid=N)" % (where, i, ",".join(bad)))
 
 
+def normalize_origin(value):
+    """``scheme://host[:port]`` in the form browsers send it (lower case, no default port), or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    match = ORIGIN.match(value.strip().lower())
+    if not match:
+        return None
+    port = match.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        return None
+    if port in (None, {"https": "443", "http": "80"}[match.group("scheme")]):
+        return "%s://%s" % (match.group("scheme"), match.group("host"))
+    return "%s://%s:%d" % (match.group("scheme"), match.group("host"), int(port))
+
+
+def _check_origins(where, origins, errors):
+    if not isinstance(origins, list):
+        errors.append("%s: allowed_origins must be a list of origins (scheme://host[:port])" % where)
+        return
+    for origin in origins:
+        if normalize_origin(origin) is None:
+            errors.append("%s: allowed_origins entry %r is not an origin: http:// or https://, a host name or address, "
+                          "an optional port, no path, no '*'" % (where, origin))
+
+
 def _check_labels(where, labels, errors):
     if not isinstance(labels, dict):
         errors.append("%s: labels must be a mapping" % where)
@@ -347,6 +380,7 @@ def _check_one(where, server, errors):
         errors.append("%s: user %r must be a numeric uid[:gid] when secrets are mounted (they are owned by it)" % (where, user))
     _check_labels(where, server.get("labels", {}), errors)
     _check_tmpfs(where, server.get("tmpfs", DEFAULTS["tmpfs"]), errors)
+    _check_origins(where, server.get("allowed_origins", []), errors)
     if not isinstance(server.get("stateless", False), bool):
         errors.append("%s: stateless must be true or false" % where)
     if "max_sessions" in server:
@@ -497,6 +531,7 @@ def normalize(servers, host=None, address=None):
         full["max_sessions"] = int(full["max_sessions"])
         full["env"] = dict((str(k), str(v)) for k, v in full["env"].items())
         full["labels"] = dict((str(k), str(v)) for k, v in full["labels"].items())
+        full["allowed_origins"] = sorted({normalize_origin(o) for o in full["allowed_origins"]})
         if full.get("path") is None:
             full["path"] = "/sse" if full["transport"] == "sse" else "/mcp"
         if full.get("metrics_path") is None:
@@ -584,6 +619,7 @@ def lb_routes(servers, backends):
             "upstream": upstream,
             "members": members,
             "failover": server["failover"],
+            "allowed_origins": server["allowed_origins"],
         })
     return routes
 

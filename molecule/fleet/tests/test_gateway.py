@@ -55,6 +55,36 @@ def test_a_missing_or_wrong_token_gets_401_with_www_authenticate(authorization, 
     assert response_headers["strict-transport-security"].startswith("max-age=")
 
 
+# The demo inventory admits this browser origin for `reference` only (allowed_origins).
+CONSOLE = "https://console.fleet.example"
+
+
+def test_a_browser_origin_is_checked_at_the_vip_before_the_token():
+    evil = {"Origin": "https://evil.example"}
+    for path in ("/mcp/reference", STATELESS, "/mcp/time"):
+        for headers in (discover_headers(), discover_headers(agent=None)):
+            status, response_headers, body = raw("POST", path, discover_body(), {**headers, **evil})
+            assert status == 403, (path, body)
+            error = json.loads(body)
+            assert error["error"]["code"] == -32600 and "id" not in error, body
+            assert "www-authenticate" not in response_headers
+    # The origin `reference` admits is its own: the other servers refuse it.
+    for path in (STATELESS, "/mcp/time"):
+        assert raw("POST", path, discover_body(), {**discover_headers(), "Origin": CONSOLE})[0] == 403, path
+    status, headers, body = raw("POST", "/mcp/reference", discover_body(), {**discover_headers(), "Origin": CONSOLE})
+    assert status == 200, body
+    assert headers["access-control-allow-origin"] == CONSOLE
+    assert "result" in json.loads(body)
+    # Its preflight is answered at the gateway, without a token.
+    status, headers, _ = raw("OPTIONS", "/mcp/reference", None, {
+        "Origin": CONSOLE, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, mcp-protocol-version, mcp-method"})
+    assert status == 204 and headers["access-control-allow-origin"] == CONSOLE
+    # Native clients send no Origin and get no CORS headers.
+    status, headers, _ = raw("POST", "/mcp/reference", discover_body(), discover_headers())
+    assert status == 200 and "access-control-allow-origin" not in headers
+
+
 def test_a_known_token_is_not_passed_on_to_the_backend():
     status, headers, body = raw("POST", STATELESS, discover_body(), discover_headers())
     assert status == 200 and headers["strict-transport-security"] == "max-age=63072000"

@@ -33,6 +33,8 @@ KEY = "0123456789abcdef" * 4
 # Fixed random test tokens (the role refuses guessable ones).
 TOKENS = {"alice": "aL1c3-Xq7vRm2ZtK9pWn4YbHs8JdFg", "bob": "b0B-Tr5kQz8NwLc3VyMx6PhGj2SdRf"}
 BACKEND_ADDRESSES = ["127.0.0.2", "127.0.0.3"]
+# The one browser origin the gateway fixture's `reference` server admits.
+ORIGIN = "https://app.example.com"
 PLAYBOOK = """
 - name: Render the load balancer's configuration from the role's templates
   hosts: all
@@ -228,6 +230,7 @@ class _Backend(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802 - http.server's name
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append(dict(self.headers.items()))
         name = "%s:%d" % self.server.server_address
         sid = self.headers.get("Mcp-Session-Id")
         headers = {}
@@ -266,11 +269,16 @@ def gateway(tmp_path_factory):
     for address in BACKEND_ADDRESSES:
         for p in (port, port + 1):
             server = http.server.ThreadingHTTPServer((address, p), _Backend)
-            server.sessions = set()
+            server.sessions, server.seen = set(), []
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
             backends.append(server)
     listen, status = _free_port(), _free_port()
+    servers = [
+        {"name": "reference", "image": "r:1", "host_port": port, "allowed_origins": [ORIGIN]},
+        {"name": "reference-stateless", "image": "s:1", "host_port": port + 1, "stateless": True},
+    ]
     conf = render(out_dir, backend_port=port, nginx_lb_listen_port=listen, nginx_lb_status_listen=f"127.0.0.1:{status}",
+                  nginx_lb_mcp_servers=servers,
                   nginx_lb_ip_rate_per_minute=600, nginx_lb_ip_burst=40, nginx_lb_ip_max_connections=50,
                   nginx_lb_unauthenticated_rate_per_minute=30, nginx_lb_unauthenticated_burst=10)
     (out_dir / "run.conf").write_text(_runnable(conf, out_dir))
@@ -286,7 +294,7 @@ def gateway(tmp_path_factory):
                 if nginx.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("nginx did not start: %s" % nginx.stderr.read().decode()[-2000:]) from None
                 time.sleep(0.05)
-        yield {"port": listen, "backend_port": port, "dir": out_dir}
+        yield {"port": listen, "backend_port": port, "dir": out_dir, "backends": backends}
     finally:
         nginx.send_signal(signal.SIGTERM)
         try:
@@ -298,15 +306,17 @@ def gateway(tmp_path_factory):
             server.server_close()
 
 
-def _post(gw, path, token=None, sid=None, source="127.0.0.1"):
-    headers = {"Content-Type": "application/json"}
+def _post(gw, path, token=None, sid=None, source="127.0.0.1", origin=None, method="POST", extra=None):
+    headers = {"Content-Type": "application/json", **(extra or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     if sid:
         headers["Mcp-Session-Id"] = sid
+    if origin:
+        headers["Origin"] = origin
     conn = http.client.HTTPConnection("127.0.0.1", gw["port"], timeout=10, source_address=(source, 0))
     try:
-        conn.request("POST", path, body=b"{}", headers=headers)
+        conn.request(method, path, body=b"{}" if method == "POST" else None, headers=headers)
         response = conn.getresponse()
         body = response.read()
         names = [k.lower() for k, _ in response.getheaders()]
@@ -383,3 +393,67 @@ def test_sessionless_requests_are_balanced_over_the_pool(gateway):
         assert status == 200
         seen.add(json.loads(body)["backend"])
     assert len(seen) == 2, seen
+
+
+def _backend_requests(gw) -> int:
+    return sum(len(server.seen) for server in gw["backends"])
+
+
+@pytest.mark.parametrize("path", ["/mcp/reference", "/mcp/reference-stateless"])
+def test_a_browser_origin_the_server_does_not_admit_gets_403_before_the_token_is_checked(gateway, path):
+    before = _backend_requests(gateway)
+    for token in (TOKENS["alice"], None, "guess-0123456789abcdef"):
+        status, headers, body = _post(gateway, path, token, origin="https://evil.example", source="127.0.0.11")
+        assert status == 403, body
+        error = json.loads(body)
+        assert error["error"]["code"] == -32600 and "Origin" in error["error"]["message"]
+        assert "id" not in error  # the transport spec: a JSON-RPC error response that has no id
+        assert "www-authenticate" not in headers and "access-control-allow-origin" not in headers
+    # `reference-stateless` admits no browser origin, not even the one `reference` admits; a lookalike is no match.
+    denied = [ORIGIN + ".evil.example", "http://app.example.com", ORIGIN + ":8443", "null"]
+    if path == "/mcp/reference-stateless":
+        denied.append(ORIGIN)
+    for origin in denied:
+        assert _post(gateway, path, TOKENS["alice"], origin=origin, source="127.0.0.11")[0] == 403, origin
+    assert _backend_requests(gateway) == before  # nothing reached a backend
+
+
+def test_an_admitted_origin_gets_cors_headers_and_its_preflight_answered_without_a_token(gateway):
+    before = _backend_requests(gateway)
+    status, headers, _ = _post(gateway, "/mcp/reference", origin=ORIGIN, method="OPTIONS", source="127.0.0.12", extra={
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, mcp-protocol-version, mcp-method"})
+    assert status == 204
+    assert headers["access-control-allow-origin"] == ORIGIN
+    assert headers["access-control-allow-methods"] == "GET, POST, DELETE"
+    assert headers["access-control-allow-headers"] == "authorization, content-type, mcp-protocol-version, mcp-method"
+    assert _backend_requests(gateway) == before
+    # The call itself: the token is still needed, and the browser may read the 401's challenge.
+    status, headers, _ = _post(gateway, "/mcp/reference", origin=ORIGIN, source="127.0.0.12")
+    assert status == 401 and headers.get("access-control-allow-origin") == ORIGIN, headers
+    assert "WWW-Authenticate" in headers["access-control-expose-headers"]
+    status, headers, body = _post(gateway, "/mcp/reference", TOKENS["alice"], origin=ORIGIN, source="127.0.0.12")
+    assert status == 200, body
+    assert headers["access-control-allow-origin"] == ORIGIN and "Mcp-Session-Id" in headers["access-control-expose-headers"]
+    # The session goes on from the browser too (the pinned route keeps the CORS headers).
+    status, headers, _ = _post(gateway, "/mcp/reference", TOKENS["alice"], headers["mcp-session-id"], origin=ORIGIN,
+                               source="127.0.0.12")
+    assert status == 200 and headers["access-control-allow-origin"] == ORIGIN
+    # Native clients send no Origin: no CORS headers, answered as ever.
+    status, headers, _ = _post(gateway, "/mcp/reference", TOKENS["alice"], source="127.0.0.12")
+    assert status == 200 and not any(h.startswith("access-control-") for h in headers)
+
+
+def test_the_clients_token_never_reaches_a_backend(gateway):
+    for server in gateway["backends"]:
+        server.seen.clear()
+    for path in ("/mcp/reference", "/mcp/reference-stateless"):
+        for _ in range(4):
+            assert _post(gateway, path, TOKENS["bob"], source="127.0.0.13")[0] == 200
+    seen = [headers for server in gateway["backends"] for headers in server.seen]
+    assert len(seen) == 8
+    for headers in seen:
+        names = {name.lower() for name in headers}
+        assert "authorization" not in names, headers
+        assert TOKENS["bob"] not in json.dumps(headers)
+        assert headers["X-Fleetops-Client"] == "bob"

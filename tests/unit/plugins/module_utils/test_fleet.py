@@ -84,6 +84,13 @@ def test_hosts_restrict_where_a_server_runs():
         (with_change(1, max_sessions="many"), "mcp server 'time': max_sessions 'many' must be a whole number"),
         (with_change(0, max_sessions=4), "mcp server 'reference': max_sessions applies to transport stdio only"),
         (with_change(0, colour="blue"), "mcp server 'reference': colour is not a known field"),
+        (with_change(0, allowed_origins="https://app.example.com"), "mcp server 'reference': allowed_origins must be a list"),
+        (with_change(0, allowed_origins=["*"]), "allowed_origins entry '*' is not an origin"),
+        (with_change(0, allowed_origins=["https://app.example.com/mcp"]), "entry 'https://app.example.com/mcp' is not an origin"),
+        (with_change(0, allowed_origins=["null"]), "allowed_origins entry 'null' is not an origin"),
+        (with_change(0, allowed_origins=["ftp://files.example.com"]), "entry 'ftp://files.example.com' is not an origin"),
+        (with_change(0, allowed_origins=['https://a.example" ; return 200']), "is not an origin"),
+        (with_change(0, allowed_origins=["https://a.example:70000"]), "entry 'https://a.example:70000' is not an origin"),
         (with_change(0, name="Bad_Name"), "name 'Bad_Name' must be 1-40 lower-case letters"),
         ([{"name": "x", "host_port": 1}], "mcp server 'x': image is required"),
         ([{"name": "x", "image": "a:1"}], "mcp server 'x': host_port is required"),
@@ -100,6 +107,14 @@ def test_stdio_servers_get_a_session_cap():
     fleet = {s["name"]: s for s in _fleet.normalize(with_change(1, max_sessions=3))}
     assert fleet["time"]["max_sessions"] == 3
     assert {s["name"]: s["max_sessions"] for s in _fleet.normalize(GOOD)}["time"] == 16
+
+
+def test_allowed_origins_are_kept_as_browsers_send_them():
+    fleet = {s["name"]: s for s in _fleet.normalize(with_change(
+        0, allowed_origins=["HTTPS://App.Example.com:443", "http://localhost:6274", "https://app.example.com",
+                            "http://[::1]:80"]))}
+    assert fleet["reference"]["allowed_origins"] == ["http://[::1]", "http://localhost:6274", "https://app.example.com"]
+    assert fleet["time"]["allowed_origins"] == []  # default: no browser origin
 
 
 def test_port_overlap_only_matters_on_shared_hosts():
