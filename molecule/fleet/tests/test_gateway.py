@@ -85,6 +85,37 @@ def test_a_browser_origin_is_checked_at_the_vip_before_the_token():
     assert status == 200 and "access-control-allow-origin" not in headers
 
 
+AUDIT_LOG = "/var/log/nginx/mcp-audit.json"
+
+
+def _vip_holder() -> str:
+    return "lb-1" if f" {VIP}/" in lb_host("lb-1").run("ip -o -4 addr show").stdout else "lb-2"
+
+
+@pytest.mark.parametrize("protocol", ["sessionless", "handshake"])
+def test_each_tool_call_through_the_vip_is_one_audit_line_without_its_arguments_or_token(protocol):
+    holder = _vip_holder()
+    since = int(lb_host(holder).run(f"cat {AUDIT_LOG} 2>/dev/null | wc -l").stdout.strip())
+    # The third-party stdio server and ours; an argument value to look for in the log.
+    result = sdk_call(VIP, "time", "get_current_time", {"timezone": "Pacific/Chatham"}, protocol=protocol)
+    assert "Pacific/Chatham" in result["content"][0]["text"] and not result.get("isError")
+    assert sdk_call(VIP, "reference-stateless", "fail", {"message": "audit-probe-arg"}, protocol=protocol)["isError"]
+    deadline = time.monotonic() + 5
+    while True:
+        text = lb_host(holder).run(f"tail -n +{since + 1} {AUDIT_LOG}").stdout
+        lines = [json.loads(line) for line in text.splitlines()]
+        if len(lines) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [(x["server"], x["tool"], x["outcome"]) for x in lines] == [
+        ("time", "get_current_time", "ok"), ("reference-stateless", "fail", "tool_error")], lines
+    for line in lines:
+        assert line["client_id"] == "bulk-agent" and line["status"] == 200 and line["upstream"], line
+    assert "Pacific/Chatham" not in text and "audit-probe-arg" not in text and token() not in text
+    audit = lb_host(holder).file(AUDIT_LOG)
+    assert (audit.user, audit.group, audit.mode) == ("www-data", "adm", 0o640)
+
+
 def test_a_known_token_is_not_passed_on_to_the_backend():
     status, headers, body = raw("POST", STATELESS, discover_body(), discover_headers())
     assert status == 200 and headers["strict-transport-security"] == "max-age=63072000"

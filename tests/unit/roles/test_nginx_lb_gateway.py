@@ -97,6 +97,7 @@ def render(out_dir: pathlib.Path, host: str = "lb-1", **overrides) -> str:
         "_nginx_lb_conf_dir": str(out_dir),
         "nginx_lb_tls": False,
         "nginx_lb_access_log": str(out_dir / "access.json"),
+        "nginx_lb_audit_log": str(out_dir / "audit.json"),
         "nginx_lb_clients": [{"name": name, "token": token, "rate_per_minute": 6000, "burst": 500}
                              for name, token in TOKENS.items()],
         "nginx_lb_affinity_key": KEY,
@@ -229,8 +230,14 @@ class _Backend(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self):  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.seen.append(dict(self.headers.items()))
+        try:
+            message = json.loads(body)
+        except ValueError:
+            message = {}
+        if isinstance(message, dict) and message.get("method") == "tools/call":
+            return self._tool_call(message)
         name = "%s:%d" % self.server.server_address
         sid = self.headers.get("Mcp-Session-Id")
         headers = {}
@@ -242,6 +249,29 @@ class _Backend(http.server.BaseHTTPRequestHandler):
             return self._answer(404, {"backend": name, "error": "unknown session"}, {})
         return self._answer(200, {"backend": name, "sid": sid, "client": self.headers.get("X-Fleetops-Client")},
                             headers)
+
+    def _tool_call(self, message):
+        """A JSON-RPC answer by tool name: ok, tool_error, an unknown tool (-32602), or ok over an event stream
+        (a progress notification first, the result split over two writes)."""
+        rid, name = message.get("id"), message["params"]["name"]
+        if name == "missing":
+            return self._answer(200, {"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": "Unknown tool"}}, {})
+        result = {"content": [{"type": "text", "text": "done"}], "isError": name == "broken"}
+        if name != "streamed":
+            return self._answer(200, {"jsonrpc": "2.0", "id": rid, "result": result}, {})
+        progress = json.dumps({"jsonrpc": "2.0", "method": "notifications/progress",
+                               "params": {"progressToken": 1, "progress": 1, "message": '"error":{"code":-1}'}})
+        final = json.dumps({"jsonrpc": "2.0", "id": rid, "result": result})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for chunk in (f"event: message\ndata: {progress}\n\n", f"event: message\ndata: {final[:20]}", f"{final[20:]}\n\n"):
+            self.wfile.write(chunk.encode())
+            self.wfile.flush()
+            time.sleep(0.05)
+        self.close_connection = True
+        return None
 
     def _answer(self, status, body, headers):
         data = json.dumps(body).encode()
@@ -457,3 +487,66 @@ def test_the_clients_token_never_reaches_a_backend(gateway):
         assert "authorization" not in names, headers
         assert TOKENS["bob"] not in json.dumps(headers)
         assert headers["X-Fleetops-Client"] == "bob"
+
+
+def _audit(gw) -> list[dict]:
+    path = gw["dir"] / "audit.json"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _call(gw, path, tool, token, rid, arguments=None, protocol=None, source="127.0.0.14"):
+    body = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": tool, "arguments": arguments or {}}}
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if protocol:
+        headers.update({"MCP-Protocol-Version": protocol, "Mcp-Method": "tools/call", "Mcp-Name": tool})
+    conn = http.client.HTTPConnection("127.0.0.1", gw["port"], timeout=10, source_address=(source, 0))
+    try:
+        conn.request("POST", path, body=json.dumps(body), headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _wait_for_audit(gw, count, timeout=5.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = _audit(gw)
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+
+
+def test_the_audit_log_has_one_line_per_tool_call_with_its_outcome_and_never_the_arguments_or_token(gateway):
+    before = len(_audit(gateway))
+    secret = "arg-s3cr3t-7f1c"
+    calls = [("/mcp/reference-stateless", "echo", 11, None, "ok"),
+             ("/mcp/reference-stateless", "broken", "req-12", None, "tool_error"),
+             ("/mcp/reference-stateless", "missing", 13, None, "error:-32602"),
+             ("/mcp/reference-stateless", "streamed", 14, None, "ok"),
+             ("/mcp/reference", "echo", 15, "2026-07-28", "ok")]
+    for path, tool, rid, protocol, _ in calls:
+        status, body = _call(gateway, path, tool, TOKENS["alice"], rid, {"text": secret}, protocol)
+        assert status == 200, body
+        if tool == "streamed":
+            assert b"notifications/progress" in body and b'"result"' in body  # the stream reached the client whole
+    # Neither other methods nor refused requests without the 2026-07-28 headers are tool calls to audit.
+    assert _post(gateway, "/mcp/reference-stateless", TOKENS["alice"], source="127.0.0.14")[0] == 200
+    status, _ = _call(gateway, "/mcp/reference-stateless", "echo", None, 16)
+    assert status == 401
+    # A refused 2026-07-28 call names itself in its headers: audited, with no client and no outcome.
+    status, _ = _call(gateway, "/mcp/reference-stateless", "echo", None, 17, protocol="2026-07-28")
+    assert status == 401
+    lines = _wait_for_audit(gateway, before + len(calls) + 1)[before:]
+    assert len(lines) == len(calls) + 1, lines
+    for line, (path, tool, rid, protocol, outcome) in zip(lines[:-1], calls, strict=True):
+        assert line["server"] == path.rsplit("/", 1)[1] and line["tool"] == tool, line
+        assert line["rpc_id"] == json.dumps(rid) and line["outcome"] == outcome, line
+        assert line["client_id"] == "alice" and line["status"] == 200 and line["upstream"], line
+        assert line["protocol_version"] == (protocol or "") and line["remote_addr"] == "127.0.0.14"
+        assert isinstance(line["duration"], float) and re.match(r"^[0-9a-f]{32}$", line["request_id"])
+    refused = lines[-1]
+    assert (refused["status"], refused["client_id"], refused["tool"], refused["outcome"]) == (401, "", "echo", "")
+    text = (gateway["dir"] / "audit.json").read_text()
+    assert secret not in text and all(token not in text for token in TOKENS.values())
