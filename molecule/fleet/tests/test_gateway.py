@@ -116,6 +116,39 @@ def test_each_tool_call_through_the_vip_is_one_audit_line_without_its_arguments_
     assert (audit.user, audit.group, audit.mode) == ("www-data", "adm", 0o640)
 
 
+def _tool_call_2026(tool: str, arguments: dict, request_id: int = 7) -> dict:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {
+        "name": tool, "arguments": arguments, "_meta": discover_body()["params"]["_meta"]}}
+
+
+def _headers_2026(name: str) -> dict:
+    return {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": name,
+            "Authorization": f"Bearer {token()}"}
+
+
+def test_the_2026_headers_are_checked_against_the_body_at_the_vip():
+    import base64
+    # Disagreeing or missing headers: 400 HeaderMismatch from the gateway, for our server and a third-party one.
+    for path, tool, arguments in ((STATELESS, "echo", {"text": "hi"}),
+                                  ("/mcp/time", "get_current_time", {"timezone": "UTC"})):
+        for change in ({"Mcp-Name": "add"}, {"Mcp-Method": "tools/list"}, {"MCP-Protocol-Version": "2025-11-25"}):
+            status, _, body = raw("POST", path, _tool_call_2026(tool, arguments), {**_headers_2026(tool), **change})
+            answer = json.loads(body)
+            assert status == 400 and answer["error"]["code"] == -32020 and answer["id"] == 7, (path, change, body)
+        headers = _headers_2026(tool)
+        del headers["Mcp-Name"]
+        status, _, body = raw("POST", path, _tool_call_2026(tool, arguments), headers)
+        assert status == 400 and "Mcp-Name" in json.loads(body)["error"]["message"], body
+    # A base64-encoded Mcp-Name is decoded before it is compared, and the call goes through.
+    encoded = "=?base64?" + base64.b64encode(b"echo").decode() + "?="
+    status, _, body = raw("POST", STATELESS, _tool_call_2026("echo", {"text": "through"}), _headers_2026(encoded))
+    assert status == 200 and b"through" in body, body
+    # Matching plain headers reach the third-party server.
+    status, _, body = raw("POST", "/mcp/time", _tool_call_2026("get_current_time", {"timezone": "UTC"}),
+                          _headers_2026("get_current_time"))
+    assert status == 200 and b"UTC" in body, body
+
+
 def test_a_known_token_is_not_passed_on_to_the_backend():
     status, headers, body = raw("POST", STATELESS, discover_body(), discover_headers())
     assert status == 200 and headers["strict-transport-security"] == "max-age=63072000"

@@ -494,13 +494,24 @@ def _audit(gw) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _call(gw, path, tool, token, rid, arguments=None, protocol=None, source="127.0.0.14"):
-    body = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": tool, "arguments": arguments or {}}}
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+def _call(gw, path, tool, token, rid, arguments=None, protocol=None, source="127.0.0.14", headers=None, method=None):
+    """A tools/call (or ``method``); with ``protocol`` a 2026-07-28 request: the version in the body's _meta and the
+    three headers mirrored from the body, then ``headers`` over them (None removes one)."""
+    body = {"jsonrpc": "2.0", "id": rid, "method": method or "tools/call",
+            "params": {"name": tool, "arguments": arguments or {}}}
+    sent = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
     if token:
-        headers["Authorization"] = f"Bearer {token}"
+        sent["Authorization"] = f"Bearer {token}"
     if protocol:
-        headers.update({"MCP-Protocol-Version": protocol, "Mcp-Method": "tools/call", "Mcp-Name": tool})
+        body["params"]["_meta"] = {"io.modelcontextprotocol/protocolVersion": protocol,
+                                   "io.modelcontextprotocol/clientCapabilities": {}}
+        sent.update({"MCP-Protocol-Version": protocol, "Mcp-Method": body["method"], "Mcp-Name": tool})
+    for name, value in (headers or {}).items():
+        if value is None:
+            sent.pop(name, None)
+        else:
+            sent[name] = value
+    headers = sent
     conn = http.client.HTTPConnection("127.0.0.1", gw["port"], timeout=10, source_address=(source, 0))
     try:
         conn.request("POST", path, body=json.dumps(body), headers=headers)
@@ -550,3 +561,60 @@ def test_the_audit_log_has_one_line_per_tool_call_with_its_outcome_and_never_the
     assert (refused["status"], refused["client_id"], refused["tool"], refused["outcome"]) == (401, "", "echo", "")
     text = (gateway["dir"] / "audit.json").read_text()
     assert secret not in text and all(token not in text for token in TOKENS.values())
+
+
+def _b64(text: str) -> str:
+    import base64
+    return "=?base64?" + base64.b64encode(text.encode()).decode() + "?="
+
+
+@pytest.mark.parametrize(
+    ("headers", "method", "message"),
+    [
+        ({"Mcp-Method": "tools/list"}, None, "Mcp-Method header does not match the request body's method"),
+        ({"Mcp-Method": None}, None, "Mcp-Method header does not match"),
+        ({"Mcp-Name": "add"}, None, "Mcp-Name header does not match the request body's name"),
+        ({"Mcp-Name": None}, None, "Mcp-Name header does not match"),
+        ({"Mcp-Name": _b64("add")}, None, "Mcp-Name header does not match"),
+        ({"Mcp-Name": "=?base64?ZWNobw?=", }, None, "Mcp-Name header does not match"),  # not canonical: no padding
+        ({"MCP-Protocol-Version": "2025-11-25"}, None, "MCP-Protocol-Version header does not match"),
+        ({"MCP-Protocol-Version": None}, None, "MCP-Protocol-Version header does not match"),
+        ({"Mcp-Name": None, "Mcp-Method": "prompts/get"}, "prompts/get", "Mcp-Name header does not match"),
+    ],
+    ids=["method-differs", "method-missing", "name-differs", "name-missing-on-tools-call", "base64-name-differs",
+         "base64-not-canonical", "version-differs", "version-missing", "name-missing-on-prompts-get"],
+)
+def test_a_2026_request_whose_headers_disagree_with_its_body_gets_400_header_mismatch(gateway, headers, method, message):
+    before = _backend_requests(gateway)
+    status, body = _call(gateway, "/mcp/reference-stateless", "echo", TOKENS["alice"], 41, protocol="2026-07-28",
+                         headers=headers, method=method, source="127.0.0.15")
+    assert status == 400, body
+    answer = json.loads(body)
+    assert answer["id"] == 41 and answer["error"]["code"] == -32020 and message in answer["error"]["message"], answer
+    assert _backend_requests(gateway) == before  # refused at the gateway
+
+
+def test_matching_headers_plain_or_base64_pass_and_2025_requests_and_param_headers_are_untouched(gateway):
+    for server in gateway["backends"]:
+        server.seen.clear()
+    ok = [
+        _call(gateway, "/mcp/reference-stateless", "echo", TOKENS["alice"], 51, protocol="2026-07-28",
+              source="127.0.0.16"),
+        _call(gateway, "/mcp/reference-stateless", "echo", TOKENS["alice"], 52, protocol="2026-07-28",
+              headers={"Mcp-Name": _b64("echo"), "Mcp-Param-Region": "=?base64?IHBhZGRlZCA=?="}, source="127.0.0.16"),
+        # A non-ASCII tool name, as a client must send it.
+        _call(gateway, "/mcp/reference-stateless", "wetter-für-köln", TOKENS["alice"], 53, protocol="2026-07-28",
+              headers={"Mcp-Name": _b64("wetter-für-köln")}, source="127.0.0.16"),
+        # 2025-era: no envelope, no headers; the server answers it.
+        _call(gateway, "/mcp/reference-stateless", "echo", TOKENS["alice"], 54, source="127.0.0.16"),
+        # The sessioned server, pinned or not, is checked the same way.
+        _call(gateway, "/mcp/reference", "echo", TOKENS["alice"], 55, protocol="2026-07-28", source="127.0.0.16"),
+    ]
+    assert [status for status, _ in ok] == [200] * 5, ok
+    seen = [headers for server in gateway["backends"] for headers in server.seen]
+    assert len(seen) == 5
+    assert any(h.get("Mcp-Param-Region") == "=?base64?IHBhZGRlZCA=?=" for h in seen), seen
+    sid = _post(gateway, "/mcp/reference", TOKENS["alice"], source="127.0.0.16")[1]["mcp-session-id"]
+    status, body = _call(gateway, "/mcp/reference", "echo", TOKENS["alice"], 56, protocol="2026-07-28",
+                         headers={"Mcp-Session-Id": sid, "Mcp-Name": "add"}, source="127.0.0.16")
+    assert status == 400 and json.loads(body)["error"]["code"] == -32020, body
