@@ -4,7 +4,8 @@
 """The load balancers' bearer-token clients: validation and normalisation.
 
 A client is ``{name, token_sha256 | token, rate_per_minute?, burst?,
-max_connections?}``. Only the SHA-256 of a token ever reaches a load
+max_connections?, tools?}``; ``tools`` maps server names to the tool names
+(or ``*``) the client may call there (absent: every tool everywhere). Only the SHA-256 of a token ever reaches a load
 balancer; a plaintext ``token`` (from Vault or ansible-vault) is hashed here.
 No message below ever contains a token or a hash.
 
@@ -30,7 +31,11 @@ LIMITS = {
     "burst": (0, 100000),
     "max_connections": (1, 100000),
 }
-KNOWN = {"name", "token", "token_sha256"} | set(LIMITS)
+KNOWN = {"name", "token", "token_sha256", "tools"} | set(LIMITS)
+# Server names (as in fleetops_mcp_servers) and tool names in a client's allow-list. Tool names: the
+# MCP specification's SHOULD (1-128 of letters, digits, '_', '-', '.'), or '*' for every tool.
+SERVER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?\Z")
+TOOL_RE = re.compile(r"^(?:\*|[A-Za-z0-9_.-]{1,128})\Z")
 # A plaintext token must carry at least this many bits by token_bits().
 MIN_TOKEN_BITS = 96
 # Longest run of characters stepping by +1 or -1 (abcdef, 654321) a token may hold.
@@ -117,6 +122,21 @@ def validate(clients):
         for field, (low, high) in LIMITS.items():
             if field in client and _int_in(client[field], low, high) is None:
                 errors.append("%s: %s must be a whole number from %d to %d" % (where, field, low, high))
+        if "tools" in client:
+            errors.extend(_tools_errors(where, client["tools"]))
+    return errors
+
+
+def _tools_errors(where, tools):
+    if not isinstance(tools, dict):
+        return ["%s: tools must map server names to lists of tool names (or '*')" % where]
+    errors = []
+    for server, names in tools.items():
+        if not isinstance(server, str) or not SERVER_RE.match(server):
+            errors.append("%s: tools key %r is not a server name" % (where, server))
+        elif not isinstance(names, list) or not all(isinstance(n, str) and TOOL_RE.match(n) for n in names):
+            errors.append("%s: tools.%s must be a list of tool names (letters, digits, '_', '-', '.', up to 128) "
+                          "or '*'" % (where, server))
     return errors
 
 
@@ -149,6 +169,9 @@ def normalize(clients, rate_per_minute, burst, max_connections):
         entry = {"name": client["name"], "sha256": _digest(client)}
         for field in LIMITS:
             entry[field] = _int_in(client[field], *LIMITS[field]) if field in client else defaults[field]
+        # None: every tool on every server; else {server: sorted tool names, or ["*"]}.
+        entry["tools"] = None if client.get("tools") is None else {
+            server: (["*"] if "*" in names else sorted(set(names))) for server, names in sorted(client["tools"].items())}
         out.append(entry)
     rate_groups = {}
     conn_groups = {}

@@ -149,6 +149,42 @@ def test_the_2026_headers_are_checked_against_the_body_at_the_vip():
     assert status == 200 and b"UTC" in body, body
 
 
+def _all_messages(exc: BaseException) -> str:
+    """The text of an exception and of everything inside it (exception groups, causes)."""
+    seen, out, todo = set(), [], [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        out.append(f"{type(e).__name__}: {e}")
+        todo.extend(getattr(e, "exceptions", ()))
+        todo.extend((e.__cause__, e.__context__))
+    return " | ".join(out)
+
+
+@pytest.mark.parametrize("protocol", ["sessionless", "handshake"])
+def test_a_client_with_tool_rules_calls_only_its_tools_through_the_vip(protocol):
+    result = sdk_call(VIP, "time", "get_current_time", {"timezone": "UTC"}, protocol=protocol, agent="time-agent")
+    assert "UTC" in result["content"][0]["text"]
+    assert sdk_call(VIP, "reference-stateless", "echo", {"text": "ok"}, protocol=protocol,
+                    agent="time-agent")["content"][0]["text"] == "ok"
+    # Another tool of the same server, and a server it has no rules for: refused by the gateway.
+    for server, tool, arguments in (("time", "convert_time", {"source_timezone": "UTC", "time": "12:00",
+                                                              "target_timezone": "Europe/Paris"}),
+                                    ("reference-stateless", "add", {"a": 1, "b": 2}),
+                                    ("reference", "echo", {"text": "no"})):
+        with pytest.raises(Exception) as refused:  # noqa: PT011 - the SDK's error type differs by mode
+            sdk_call(VIP, server, tool, arguments, protocol=protocol, agent="time-agent")
+        said = _all_messages(refused.value)
+        assert "403" in said or "not allowed" in said, (server, tool, said)
+    # The raw answer: HTTP 403 with the JSON-RPC error and the request's id.
+    status, _, body = raw("POST", STATELESS, _tool_call_2026("add", {"a": 1, "b": 2}, 9),
+                          {**_headers_2026("add"), "Authorization": f"Bearer {token('time-agent')}"})
+    answer = json.loads(body)
+    assert status == 403 and answer["id"] == 9 and answer["error"]["code"] == -32003, body
+
+
 def test_a_known_token_is_not_passed_on_to_the_backend():
     status, headers, body = raw("POST", STATELESS, discover_body(), discover_headers())
     assert status == 200 and headers["strict-transport-security"] == "max-age=63072000"

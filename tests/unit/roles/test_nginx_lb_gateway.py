@@ -33,6 +33,10 @@ KEY = "0123456789abcdef" * 4
 # Fixed random test tokens (the role refuses guessable ones).
 TOKENS = {"alice": "aL1c3-Xq7vRm2ZtK9pWn4YbHs8JdFg", "bob": "b0B-Tr5kQz8NwLc3VyMx6PhGj2SdRf"}
 BACKEND_ADDRESSES = ["127.0.0.2", "127.0.0.3"]
+# A client with per-tool rules in the gateway fixture: echo on the stateless server, everything on the
+# sessioned one, nothing elsewhere.
+CAROL = "c4r0L-Wm8Tq2VzNx5KjPr7HdYs3BfGk"
+CAROL_TOOLS = {"reference-stateless": ["echo"], "reference": ["*"]}
 # The one browser origin the gateway fixture's `reference` server admits.
 ORIGIN = "https://app.example.com"
 PLAYBOOK = """
@@ -307,8 +311,10 @@ def gateway(tmp_path_factory):
         {"name": "reference", "image": "r:1", "host_port": port, "allowed_origins": [ORIGIN]},
         {"name": "reference-stateless", "image": "s:1", "host_port": port + 1, "stateless": True},
     ]
+    clients = [{"name": name, "token": token, "rate_per_minute": 6000, "burst": 500} for name, token in TOKENS.items()]
+    clients.append({"name": "carol", "token": CAROL, "rate_per_minute": 6000, "burst": 500, "tools": CAROL_TOOLS})
     conf = render(out_dir, backend_port=port, nginx_lb_listen_port=listen, nginx_lb_status_listen=f"127.0.0.1:{status}",
-                  nginx_lb_mcp_servers=servers,
+                  nginx_lb_mcp_servers=servers, nginx_lb_clients=clients,
                   nginx_lb_ip_rate_per_minute=600, nginx_lb_ip_burst=40, nginx_lb_ip_max_connections=50,
                   nginx_lb_unauthenticated_rate_per_minute=30, nginx_lb_unauthenticated_burst=10)
     (out_dir / "run.conf").write_text(_runnable(conf, out_dir))
@@ -618,3 +624,50 @@ def test_matching_headers_plain_or_base64_pass_and_2025_requests_and_param_heade
     status, body = _call(gateway, "/mcp/reference", "echo", TOKENS["alice"], 56, protocol="2026-07-28",
                          headers={"Mcp-Session-Id": sid, "Mcp-Name": "add"}, source="127.0.0.16")
     assert status == 400 and json.loads(body)["error"]["code"] == -32020, body
+
+
+def _raw_post(gw, path, token, data: bytes, source="127.0.0.17", extra=None):
+    conn = http.client.HTTPConnection("127.0.0.1", gw["port"], timeout=10, source_address=(source, 0))
+    try:
+        conn.request("POST", path, body=data, headers={"Content-Type": "application/json",
+                                                       "Authorization": f"Bearer {token}", **(extra or {})})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_a_client_with_tool_rules_calls_only_the_tools_listed_for_each_server(gateway):
+    before = _backend_requests(gateway)
+    # Allowed: echo on the stateless server (both protocol generations), any tool on the sessioned one.
+    for protocol in (None, "2026-07-28"):
+        assert _call(gateway, "/mcp/reference-stateless", "echo", CAROL, 61, protocol=protocol,
+                     source="127.0.0.17")[0] == 200
+    assert _call(gateway, "/mcp/reference", "anything", CAROL, 62, source="127.0.0.17")[0] == 200
+    allowed = _backend_requests(gateway)
+    assert allowed == before + 3
+    # Refused at the gateway with a JSON-RPC error naming the tool, for either protocol generation.
+    for protocol in (None, "2026-07-28"):
+        status, body = _call(gateway, "/mcp/reference-stateless", "missing", CAROL, 63, protocol=protocol,
+                             source="127.0.0.17")
+        answer = json.loads(body)
+        assert status == 403 and answer["id"] == 63 and answer["error"]["code"] == -32003, body
+        assert '"missing"' in answer["error"]["message"]
+    # A batch hiding a forbidden call, a body the gateway cannot parse (a BOM a Python server would accept),
+    # and one past the in-memory buffer: refused, never passed on unchecked.
+    batch = json.dumps([{"jsonrpc": "2.0", "id": 64, "method": "tools/call", "params": {"name": "echo"}},
+                        {"jsonrpc": "2.0", "id": 65, "method": "tools/call", "params": {"name": "missing"}}])
+    status, body = _raw_post(gateway, "/mcp/reference-stateless", CAROL, batch.encode())
+    assert status == 403 and json.loads(body)["id"] == 65, body
+    bom = b"\xef\xbb\xbf" + json.dumps({"jsonrpc": "2.0", "id": 66, "method": "tools/call",
+                                         "params": {"name": "missing"}}).encode()
+    status, body = _raw_post(gateway, "/mcp/reference-stateless", CAROL, bom)
+    assert status == 400 and json.loads(body)["error"]["code"] == -32700, body
+    padded = json.dumps({"jsonrpc": "2.0", "id": 67, "method": "tools/call",
+                         "params": {"name": "missing", "arguments": {"pad": "x" * 100_000}}}).encode()
+    status, body = _raw_post(gateway, "/mcp/reference-stateless", CAROL, padded)
+    assert status == 413 and b"per-tool check" in body, body  # ours, not nginx's size limit
+    assert _backend_requests(gateway) == allowed
+    # Clients without rules are not affected (a large body is passed on for them).
+    status, _ = _raw_post(gateway, "/mcp/reference-stateless", TOKENS["alice"], padded)
+    assert status == 200

@@ -41,9 +41,15 @@ def test_a_valid_list_has_no_errors():
         ([ok(rate_per_minute=0)], "client 'agent': rate_per_minute must be a whole number from 1 to 60000"),
         ([ok(burst="lots")], "client 'agent': burst must be a whole number from 0 to 100000"),
         ([ok(max_connections=True)], "client 'agent': max_connections must be a whole number from 1 to 100000"),
+        ([ok(tools=["echo"])], "client 'agent': tools must map server names to lists of tool names"),
+        ([ok(tools={"Reference": ["echo"]})], "client 'agent': tools key 'Reference' is not a server name"),
+        ([ok(tools={"reference": "echo"})], "client 'agent': tools.reference must be a list of tool names"),
+        ([ok(tools={"reference": ["echo; rm"]})], "client 'agent': tools.reference must be a list of tool names"),
+        ([ok(tools={"reference": ["x" * 129]})], "client 'agent': tools.reference must be a list of tool names"),
     ],
     ids=["not-list", "not-dict", "bad-name", "duplicate", "unknown-field", "no-token", "both-tokens",
-         "bad-hash", "short-token", "bad-token-chars", "same-token", "rate-zero", "burst-lots", "conn-bool"],
+         "bad-hash", "short-token", "bad-token-chars", "same-token", "rate-zero", "burst-lots", "conn-bool",
+         "tools-list", "tools-bad-server", "tools-string", "tools-bad-name", "tools-long-name"],
 )
 def test_each_bad_entry_is_named(clients, message):
     errors = _lb_clients.validate(clients)
@@ -63,7 +69,7 @@ def test_normalize_hashes_tokens_and_groups_limits():
     )
     by_name = {c["name"]: c for c in model["clients"]}
     assert by_name["ci"] == {"name": "ci", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest(),
-                             "rate_per_minute": 600, "burst": 10, "max_connections": 1}
+                             "rate_per_minute": 600, "burst": 10, "max_connections": 1, "tools": None}
     assert "token" not in str(model).replace("token_sha256", "")
     assert TOKEN not in str(model)
     assert model["rate_zones"] == [
@@ -175,3 +181,12 @@ def test_affinity_needs_a_key_of_32_characters(key):
     with pytest.raises(ValueError, match="nginx_lb_affinity_key must be a string of at least 32 characters") as info:
         _lb_clients.affinity(_routes(), ["alice"], key)
     assert "short" not in str(info.value)
+
+
+def test_tool_rules_are_kept_sorted_and_a_star_stands_alone():
+    model = _lb_clients.normalize([ok(tools={"time": ["get_current_time", "convert_time", "convert_time"],
+                                             "reference": ["echo", "*"]}), ok("b", token_sha256="e" * 64, tools={})],
+                                  50, 10, 20)
+    by_name = {c["name"]: c for c in model["clients"]}
+    assert by_name["agent"]["tools"] == {"reference": ["*"], "time": ["convert_time", "get_current_time"]}
+    assert by_name["b"]["tools"] == {}  # declared and empty: no tool anywhere
