@@ -122,7 +122,7 @@ def validate(clients):
         for field, (low, high) in LIMITS.items():
             if field in client and _int_in(client[field], low, high) is None:
                 errors.append("%s: %s must be a whole number from %d to %d" % (where, field, low, high))
-        if "tools" in client:
+        if client.get("tools") is not None:
             errors.extend(_tools_errors(where, client["tools"]))
     return errors
 

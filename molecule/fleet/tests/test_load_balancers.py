@@ -192,13 +192,13 @@ def test_the_access_log_is_rotated_past_its_size_and_nginx_writes_to_the_new_fil
         ({"keepalived_virtual_ipaddress": "172.30.214.300/24"}, "keepalived_virtual_ipaddress must be an IPv4 address"),
         ({"keepalived_priority": 255}, "keepalived_priority must be a whole number from 1 to 254; got 255"),
         ({"nginx_lb_audit_log": "/var/log/nginx/mcp-access.json"}, "nginx_lb_audit_log must be an absolute file path"),
-        ({"fleetops_mcp_servers": [{"name": "a", "image": "x:1", "host_port": 9000, "allowed_origins": ["*"]}]},
-         "mcp server 'a': allowed_origins entry '*' is not an origin"),
+        ({"nginx_lb_clients": [{"name": "x", "token_sha256": "a" * 64, "tools": {"nope": ["*"]}}]},
+         "nginx_lb_clients: tools names the server(s) nope, which fleetops_mcp_servers does not declare"),
     ],
     ids=["read-timeout-zero", "port-70000", "status-listen-no-port", "unknown-backend-group", "bad-fleet",
          "bad-client-hash", "auth-without-clients", "short-affinity-key", "unauthenticated-burst",
          "tls-files-missing", "bad-san", "same-ports",
-         "vrrp-pass-too-long", "bad-vip", "priority-255", "audit-log-is-access-log", "origin-wildcard"],
+         "vrrp-pass-too-long", "bad-vip", "priority-255", "audit-log-is-access-log", "tools-unknown-server"],
 )
 def test_bad_settings_fail_naming_the_variable_before_any_change(extra_vars, message):
     files = ["/etc/nginx/nginx.conf", "/etc/keepalived/keepalived.conf"]
