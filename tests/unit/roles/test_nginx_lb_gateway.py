@@ -663,6 +663,11 @@ def test_a_client_with_tool_rules_calls_only_the_tools_listed_for_each_server(ga
                                          "params": {"name": "missing"}}).encode()
     status, body = _raw_post(gateway, "/mcp/reference-stateless", CAROL, bom)
     assert status == 400 and json.loads(body)["error"]["code"] == -32700, body
+    # A body of 40k is read in memory (client_body_buffer_size 64k) and checked like any other.
+    status, body = _call(gateway, "/mcp/reference-stateless", "echo", CAROL, 68, {"text": "y" * 40_000},
+                         source="127.0.0.17")
+    assert status == 200, body
+    allowed += 1
     padded = json.dumps({"jsonrpc": "2.0", "id": 67, "method": "tools/call",
                          "params": {"name": "missing", "arguments": {"pad": "x" * 100_000}}}).encode()
     status, body = _raw_post(gateway, "/mcp/reference-stateless", CAROL, padded)
