@@ -542,29 +542,41 @@ def test_the_audit_log_has_one_line_per_tool_call_with_its_outcome_and_never_the
              ("/mcp/reference-stateless", "broken", "req-12", None, "tool_error"),
              ("/mcp/reference-stateless", "missing", 13, None, "error:-32602"),
              ("/mcp/reference-stateless", "streamed", 14, None, "ok"),
-             ("/mcp/reference", "echo", 15, "2026-07-28", "ok")]
+             ("/mcp/reference", "echo", 15, "2026-07-28", "ok"),
+             # The same server by an encoded or doubled path: nginx routes it there, and it is audited there.
+             ("/mcp/reference%2Dstateless", "echo", 16, None, "ok"),
+             ("//mcp/reference-stateless", "echo", 17, None, "ok")]
     for path, tool, rid, protocol, _ in calls:
         status, body = _call(gateway, path, tool, TOKENS["alice"], rid, {"text": secret}, protocol)
         assert status == 200, body
         if tool == "streamed":
             assert b"notifications/progress" in body and b'"result"' in body  # the stream reached the client whole
-    # Neither other methods nor refused requests without the 2026-07-28 headers are tool calls to audit.
+    # Other methods and requests refused before their body is read (401) are not tool calls to audit, whatever
+    # their headers claim.
     assert _post(gateway, "/mcp/reference-stateless", TOKENS["alice"], source="127.0.0.14")[0] == 200
-    status, _ = _call(gateway, "/mcp/reference-stateless", "echo", None, 16)
-    assert status == 401
-    # A refused 2026-07-28 call names itself in its headers: audited, with no client and no outcome.
-    status, _ = _call(gateway, "/mcp/reference-stateless", "echo", None, 17, protocol="2026-07-28")
-    assert status == 401
-    lines = _wait_for_audit(gateway, before + len(calls) + 1)[before:]
-    assert len(lines) == len(calls) + 1, lines
-    for line, (path, tool, rid, protocol, outcome) in zip(lines[:-1], calls, strict=True):
-        assert line["server"] == path.rsplit("/", 1)[1] and line["tool"] == tool, line
+    for protocol in (None, "2026-07-28"):
+        assert _call(gateway, "/mcp/reference-stateless", "echo", None, 18, protocol=protocol)[0] == 401
+    # A body the gateway cannot parse (a BOM a Python server would accept) is audited as such, and a call the
+    # gateway refuses itself (header mismatch) with the error it answered.
+    bom = b"\xef\xbb\xbf" + json.dumps({"jsonrpc": "2.0", "id": 19, "method": "tools/call",
+                                         "params": {"name": "echo", "arguments": {"text": secret}}}).encode()
+    _raw_post(gateway, "/mcp/reference-stateless", TOKENS["alice"], bom, source="127.0.0.14")
+    status, _ = _call(gateway, "/mcp/reference-stateless", "echo", TOKENS["alice"], 20, protocol="2026-07-28",
+                      headers={"Mcp-Name": "add"})
+    assert status == 400
+    lines = _wait_for_audit(gateway, before + len(calls) + 2)[before:]
+    assert len(lines) == len(calls) + 2, lines
+    for line, (path, tool, rid, protocol, outcome) in zip(lines[:-2], calls, strict=True):
+        assert line["server"] == path.rsplit("/", 1)[1].replace("%2D", "-") and line["tool"] == tool, line
         assert line["rpc_id"] == json.dumps(rid) and line["outcome"] == outcome, line
         assert line["client_id"] == "alice" and line["status"] == 200 and line["upstream"], line
         assert line["protocol_version"] == (protocol or "") and line["remote_addr"] == "127.0.0.14"
         assert isinstance(line["duration"], float) and re.match(r"^[0-9a-f]{32}$", line["request_id"])
-    refused = lines[-1]
-    assert (refused["status"], refused["client_id"], refused["tool"], refused["outcome"]) == (401, "", "echo", "")
+    unparsed, mismatch = lines[-2:]
+    assert (unparsed["server"], unparsed["tool"], unparsed["client_id"]) == ("reference-stateless", "<unparsed>",
+                                                                            "alice")
+    assert (mismatch["tool"], mismatch["rpc_id"], mismatch["status"], mismatch["outcome"]) == (
+        "echo", "20", 400, "error:-32020")
     text = (gateway["dir"] / "audit.json").read_text()
     assert secret not in text and all(token not in text for token in TOKENS.values())
 
@@ -663,16 +675,21 @@ def test_a_client_with_tool_rules_calls_only_the_tools_listed_for_each_server(ga
                                          "params": {"name": "missing"}}).encode()
     status, body = _raw_post(gateway, "/mcp/reference-stateless", CAROL, bom)
     assert status == 400 and json.loads(body)["error"]["code"] == -32700, body
-    # A body of 40k is read in memory (client_body_buffer_size 64k) and checked like any other.
+    # Bodies up to 1m are read whole in memory (client_body_buffer_size) and checked like any other.
     status, body = _call(gateway, "/mcp/reference-stateless", "echo", CAROL, 68, {"text": "y" * 40_000},
                          source="127.0.0.17")
     assert status == 200, body
     allowed += 1
     padded = json.dumps({"jsonrpc": "2.0", "id": 67, "method": "tools/call",
-                         "params": {"name": "missing", "arguments": {"pad": "x" * 100_000}}}).encode()
+                         "params": {"name": "missing", "arguments": {"pad": "x" * 600_000}}}).encode()
     status, body = _raw_post(gateway, "/mcp/reference-stateless", CAROL, padded)
-    assert status == 413 and b"per-tool check" in body, body  # ours, not nginx's size limit
+    assert status == 403 and json.loads(body)["id"] == 67, body
+    # Past 1m: nginx's own 413, for every client.
+    huge = json.dumps({"jsonrpc": "2.0", "id": 69, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {"pad": "x" * 1_100_000}}}).encode()
+    for who in (CAROL, TOKENS["alice"]):
+        assert _raw_post(gateway, "/mcp/reference-stateless", who, huge)[0] == 413
     assert _backend_requests(gateway) == allowed
-    # Clients without rules are not affected (a large body is passed on for them).
+    # Clients without rules are not affected.
     status, _ = _raw_post(gateway, "/mcp/reference-stateless", TOKENS["alice"], padded)
     assert status == 200
