@@ -219,6 +219,7 @@ def _monitoring(hostvars_of_host, name):
 PORT_DEFAULTS = {
     "monitoring_agent_node_exporter_port": 9100,
     "monitoring_agent_nginx_exporter_port": 9113,
+    "monitoring_agent_gateway_metrics_port": 3903,
     "nginx_lb_listen_port": 80,
     "nginx_lb_tls_port": 443,
     "monitoring_prometheus_port": 9090,
@@ -258,6 +259,8 @@ def firewall_services(kinds, own):
                  "ports": sorted({_port(own, "nginx_lb_tls_port"), _port(own, "nginx_lb_listen_port")})},
                 {"name": "nginx-exporter", "proto": "tcp", "from": ["monitors"],
                  "ports": [_port(own, "monitoring_agent_nginx_exporter_port")]},
+                {"name": "gateway-metrics", "proto": "tcp", "from": ["monitors"],
+                 "ports": [_port(own, "monitoring_agent_gateway_metrics_port")]},
                 {"name": "vrrp", "proto": "vrrp", "ports": [], "from": ["load_balancers"]}]
     if "monitors" in kinds:
         out += [{"name": name, "proto": "tcp", "ports": [_port(own, var)], "from": ["monitors", "operators"]}

@@ -21,6 +21,9 @@ OUT = ROOT / "roles" / "grafana" / "files" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "fleetops-prometheus"}
 RI = "$__rate_interval"
 S = 'server=~"$server"'
+# The gateway's metrics (mtail on the load balancers' audit log): every MCP server, third-party ones too.
+CALLS = "fleetops_gateway_tool_calls_total"
+DURATION = "fleetops_gateway_tool_call_duration_seconds"
 
 # (title, kind, unit, [(expr, legend)], description)
 OVERVIEW = [
@@ -31,16 +34,16 @@ OVERVIEW = [
      [('avg by (server) (avg_over_time(probe_success{job="mcp_probe"}[$__range]))', "{{server}}")],
      "Fraction of successful initialize probes per server over the dashboard's time range."),
     ("Error ratio", "timeseries", "percentunit",
-     [((f'(sum by (server) (rate(fleetops_mcp_errors_total[{RI}]))'
-        f' or sum by (server) (rate(fleetops_mcp_requests_total[{RI}])) * 0)'
-        f' / sum by (server) (rate(fleetops_mcp_requests_total[{RI}]))'), "{{server}}")],
-     "Failed MCP messages over all messages per server (the alert fires above 5% for 5 minutes)."),
+     [((f'(sum by (server) (rate({CALLS}{{outcome=~"error|tool_error"}}[{RI}]))'
+        f' or sum by (server) (rate({CALLS}[{RI}])) * 0)'
+        f' / sum by (server) (rate({CALLS}[{RI}]))'), "{{server}}")],
+     ("Failed tool calls (JSON-RPC and tool errors) over all tool calls per server, at the gateway, for every"
+      " server (the alert fires above 5% for 5 minutes).")),
     ("p95 latency", "timeseries", "s",
-     [(f'histogram_quantile(0.95, sum by (server, le) (rate(fleetops_mcp_request_duration_seconds_bucket[{RI}])))',
-       "{{server}}")],
-     "95th percentile of request time per server (the alert fires above 2 s for 5 minutes)."),
-    ("Requests per second", "timeseries", "reqps",
-     [(f'sum by (server) (rate(fleetops_mcp_requests_total[{RI}]))', "{{server}}")], ""),
+     [(f'histogram_quantile(0.95, sum by (server, le) (rate({DURATION}_bucket[{RI}])))', "{{server}}")],
+     "95th percentile of tool call time per server at the gateway (the alert fires above 2 s for 5 minutes)."),
+    ("Tool calls per second", "timeseries", "reqps",
+     [(f'sum by (server) (rate({CALLS}[{RI}]))', "{{server}}")], "At the gateway, for every server."),
     ("Probe time through the VIP", "timeseries", "s",
      [('probe_duration_seconds{job="mcp_probe"}', "{{server}}")], "Wall time of the initialize probe, TLS included."),
     ("Hosts up", "stat", "none", [('sum(up{job="node"})', "up"), ('count(up{job="node"})', "of")], ""),
@@ -55,16 +58,17 @@ OVERVIEW = [
 OPERATIONS = [
     ("Replicas up", "stat", "none", [(f'sum by (server) (up{{job="mcp_server", {S}}})', "{{server}}")], ""),
     ("Tool calls per second by tool", "timeseries", "reqps",
-     [(f'sum by (server, tool) (rate(fleetops_mcp_requests_total{{{S}, rpc_method="tools/call"}}[{RI}]))',
-       "{{server}} {{tool}}")], ""),
+     [(f'sum by (server, tool) (rate({CALLS}{{{S}}}[{RI}]))', "{{server}} {{tool}}")],
+     "At the gateway, for every server; calls no server answered are under tool \"-\"."),
     ("Messages per second by method", "timeseries", "reqps",
      [(f'sum by (rpc_method) (rate(fleetops_mcp_requests_total{{{S}}}[{RI}]))', "{{rpc_method}}")], ""),
-    ("p95 latency by tool", "timeseries", "s",
-     [((f'histogram_quantile(0.95, sum by (tool, le)'
-        f' (rate(fleetops_mcp_request_duration_seconds_bucket{{{S}, rpc_method="tools/call"}}[{RI}])))'), "{{tool}}")], ""),
-    ("Errors per second by tool", "timeseries", "reqps",
-     [((f'sum by (tool, kind) (rate(fleetops_mcp_errors_total{{{S}}}[{RI}]))'
-        f' or sum by (tool) (rate(fleetops_mcp_requests_total{{{S}}}[{RI}])) * 0'), "{{tool}} {{kind}}")], ""),
+    ("p95 tool call latency", "timeseries", "s",
+     [(f'histogram_quantile(0.95, sum by (server, le) (rate({DURATION}_bucket{{{S}}}[{RI}])))', "{{server}}")],
+     "At the gateway, for every server."),
+    ("Failed tool calls per second by tool", "timeseries", "reqps",
+     [((f'sum by (tool, outcome) (rate({CALLS}{{{S}, outcome=~"error|tool_error"}}[{RI}]))'
+        f' or sum by (tool) (rate({CALLS}{{{S}}}[{RI}])) * 0'), "{{tool}} {{outcome}}")],
+     "At the gateway: tool errors (result.isError) and JSON-RPC errors (the gateway's own refusals included)."),
     ("Open sessions", "timeseries", "none",
      [(f'sum by (instance) (fleetops_mcp_active_sessions{{{S}}})', "{{instance}}")],
      "Streamable HTTP sessions (2025-era protocol) per replica."),
@@ -153,8 +157,8 @@ def dashboard(uid: str, title: str, panels, with_server: bool) -> dict:
     if with_server:
         templating.append({
             "name": "server", "label": "MCP server", "type": "query", "datasource": DATASOURCE,
-            "query": {"query": 'label_values(up{job="mcp_server"}, server)', "refId": "server"},
-            "definition": 'label_values(up{job="mcp_server"}, server)',
+            "query": {"query": 'label_values(probe_success{job="mcp_probe"}, server)', "refId": "server"},
+            "definition": 'label_values(probe_success{job="mcp_probe"}, server)',
             "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2,
             "current": {"text": "All", "value": "$__all"},
         })

@@ -12,9 +12,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # the firewall unit tests check the rendered table with nft -c; nginx-light
 # and its njs module: the gateway unit tests check the rendered nginx.conf
 # with nginx -t and run it for a few seconds on loopback; age: the backup
-# unit tests encrypt and decrypt archives with real keys.
+# unit tests encrypt and decrypt archives with real keys; mtail: the gateway
+# metrics unit tests run the shipped program on audit log lines.
 HOST_PACKAGES=(docker.io debootstrap apt-cacher-ng python3-venv make curl logrotate nftables
-  nginx-light libnginx-mod-http-js age)
+  nginx-light libnginx-mod-http-js age mtail)
 # npm fetches the npm MCP servers for the test images; only the
 # package files are used (they run on the image's Node.js), so Debian's npm
 # does, but a machine that already has npm keeps its own.

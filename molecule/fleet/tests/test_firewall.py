@@ -77,7 +77,7 @@ def behind_the_gateway() -> list[str]:
     ip = {h: container_ip(h) for h in ("ms-1", "ms-2", "lb-1", "lb-2", "mon-1", "bk-1")}
     targets = [f"{ip[h]}:{p}" for h in DOCKER_HOSTS for p in mcp_host_ports(h)]
     targets += [f"{ip[h]}:9100" for h in ip]  # node_exporter everywhere
-    targets += [f"{ip[h]}:9113" for h in ("lb-1", "lb-2")]  # the nginx exporter
+    targets += [f"{ip[h]}:{p}" for h in ("lb-1", "lb-2") for p in (9113, 3903)]  # nginx exporter, gateway metrics
     targets += [f"{ip['mon-1']}:{p}" for p in (9090, 9093, 9115)]  # Prometheus, Alertmanager, blackbox
     targets += [f"{ip['bk-1']}:22"]  # the backup host's SSH (rrsync)
     return targets
@@ -113,7 +113,7 @@ def test_the_fleets_own_hosts_reach_what_they_need():
     for lb in ("lb-1", "lb-2"):
         assert set(outcomes(lb, mcp).values()) == {"open"}, lb
     # The monitor reaches every exporter and every MCP host port (scrapes, failover probes).
-    exporters = [f"{ip[h]}:9100" for h in ip] + [f"{ip[h]}:9113" for h in ("lb-1", "lb-2")]
+    exporters = [f"{ip[h]}:9100" for h in ip] + [f"{ip[h]}:{p}" for h in ("lb-1", "lb-2") for p in (9113, 3903)]
     assert set(outcomes("mon-1", exporters + mcp).values()) == {"open"}
     # A Docker host reaches the backup host's SSH (its archives), but not a neighbour's MCP port.
     seen = outcomes("ms-1", [f"{ip['bk-1']}:22", f"{ip['ms-2']}:{mcp_host_ports('ms-2')[0]}"])

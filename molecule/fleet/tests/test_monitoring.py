@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -97,6 +98,7 @@ def test_every_scrape_target_from_the_inventory_is_up():
     expected = {
         "node": set(hosts),
         "nginx": set(inventory_hosts("load_balancers")),
+        "gateway": set(inventory_hosts("load_balancers")),
         # The reference server's replicas on both hosts; mcp-server-time (stdio bridge) has no metrics.
         "mcp_server": {f"{h}/{c}" for h in DHS for c in ("mcp-reference-1", "mcp-reference-2", "mcp-reference-stateless-1")},
         "mcp_probe": {f"https://{VIP}/mcp/{s}" for s in SERVERS},
@@ -175,6 +177,7 @@ def test_every_web_ui_and_api_listens_on_the_fleet_address_only():
         assert listeners(host, 9100) == {container_ip(host)}, host
     for host in inventory_hosts("load_balancers"):
         assert listeners(host, 9113) == {container_ip(host)}, host
+        assert listeners(host, 3903) == {container_ip(host)}, host  # mtail, the gateway metrics
     targets = {job: {t["scrapeUrl"] for t in ts} for job, ts in targets_by_job().items()}
     assert targets["prometheus"] == {f"http://{mon}:9090/metrics"}
     assert targets["alertmanager"] == {f"http://{mon}:9093/metrics"}
@@ -388,6 +391,45 @@ def test_every_dashboard_query_runs_with_data_through_the_provisioned_datasource
 def webhook_notifications():
     out = container_host(MON).run(f"cat {WEBHOOK_LOG}")
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_third_party_servers_errors_and_slow_calls_reach_the_gateway_metrics_and_their_alerts():
+    """Issue 19 item 6: the error-rate and latency alerts read the gateway's metrics (mtail on the load balancers'
+    audit log), so servers without metrics of their own are covered: failing calls to mcp-server-time and slow ones
+    to server-everything, through the VIP. Each alert's expression holds on the real series here (the alert is
+    pending, or already firing); its `for: 5m` is proven by the promtool unit tests (tests/unit/roles/
+    test_alert_rules.py), not waited for."""
+    for _ in range(6):  # a zone that does not exist: a tool error from mcp-server-time
+        assert sdk_call(VIP, "time", "get_current_time", {"timezone": "Not/AZone"}, protocol="sessionless")["isError"]
+    slow = []
+
+    def long_call():
+        slow.append(sdk_call(VIP, "everything", "trigger-long-running-operation", {"duration": 3, "steps": 3},
+                             protocol="handshake", timeout=30))
+
+    workers = [threading.Thread(target=long_call) for _ in range(5)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert len(slow) == 5 and not any(r.get("isError") for r in slow), slow
+
+    series = wait_until("the failed calls counted at the gateway", lambda: query(
+        'sum(fleetops_gateway_tool_calls_total{job="gateway", server="time", tool="get_current_time",'
+        ' outcome="tool_error"}) >= 6'), deadline_s=60)
+    assert series
+    slow_seen = query('sum(fleetops_gateway_tool_call_duration_seconds_bucket{job="gateway", server="everything",'
+                      ' le="+Inf"}) - sum(fleetops_gateway_tool_call_duration_seconds_bucket{job="gateway",'
+                      ' server="everything", le="2"})')
+    assert slow_seen and float(slow_seen[0]["value"][1]) >= 5, slow_seen
+
+    def alerting():
+        alerts = get_json(f"{PROMETHEUS}/api/v1/alerts")["data"]["alerts"]
+        found = {(a["labels"]["alertname"], a["labels"].get("server")): a["state"] for a in alerts}
+        wanted = {("McpErrorRateHigh", "time"), ("McpLatencyHigh", "everything")}
+        return found if wanted <= set(found) and {found[w] for w in wanted} <= {"pending", "firing"} else None
+
+    wait_until("McpErrorRateHigh for time and McpLatencyHigh for everything", alerting, deadline_s=60)
 
 
 def test_a_stopped_mcp_server_fires_its_alert_in_time_and_alertmanager_delivers_it():

@@ -62,7 +62,8 @@ RECORD = {
 }
 TEMPLATES = {
     "monitoring": ["prometheus.default.j2", "prometheus-alertmanager.default.j2", "prometheus.yml.j2"],
-    "monitoring_agent": ["prometheus-node-exporter.default.j2", "prometheus-nginx-exporter.default.j2"],
+    "monitoring_agent": ["prometheus-node-exporter.default.j2", "prometheus-nginx-exporter.default.j2",
+                         "mtail.default.j2"],
     "grafana": ["datasource.yml.j2"],
 }
 
@@ -127,6 +128,8 @@ def test_the_exporters_listen_on_the_fleet_address(tmp_path, extra, bound):
     files, _ = render(tmp_path, "monitoring_agent", **extra)
     assert flag(files["prometheus-node-exporter.default"], "--web.listen-address") == f"{bound}:9100"
     assert flag(files["prometheus-nginx-exporter.default"], "--web.listen-address") == f"{bound}:9113"
+    mtail = dict(line.split("=", 1) for line in files["mtail.default"].splitlines() if "=" in line and line[0] != "#")
+    assert (mtail["HOST"], mtail["PORT"], mtail["LOGS"]) == (bound, "3903", "/var/log/nginx/mcp-audit.json")
 
 
 @pytest.mark.parametrize(("extra", "addr", "url"), [

@@ -70,6 +70,9 @@ def test_exporters_admit_only_the_monitors():
         node = rules(host)["node-exporter"]
         assert (node["ports"], node["v4"], node["any"]) == ([9100], ["10.0.0.31/32"], False), host
     assert rules("lb-1")["nginx-exporter"]["v4"] == ["10.0.0.31/32"]
+    gateway = rules("lb-1")["gateway-metrics"]
+    assert (gateway["ports"], gateway["v4"], gateway["any"]) == ([3903], ["10.0.0.31/32"], False)
+    assert "gateway-metrics" not in rules("dh-1")
 
 
 def test_the_gateway_admits_anyone_and_vrrp_only_the_peers():
@@ -149,7 +152,8 @@ def test_a_rule_set_that_would_cut_the_controllers_ssh_session_is_named():
 
 
 def test_the_plans_port_fallbacks_are_the_owning_roles_defaults():
-    owners = {"monitoring_agent": ["monitoring_agent_node_exporter_port", "monitoring_agent_nginx_exporter_port"],
+    owners = {"monitoring_agent": ["monitoring_agent_node_exporter_port", "monitoring_agent_nginx_exporter_port",
+                                   "monitoring_agent_gateway_metrics_port"],
               "nginx_lb": ["nginx_lb_listen_port", "nginx_lb_tls_port"],
               "monitoring": ["monitoring_prometheus_port", "monitoring_alertmanager_port", "monitoring_blackbox_port"],
               "grafana": ["grafana_install", "grafana_http_port"],
