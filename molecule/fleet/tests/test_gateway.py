@@ -4,6 +4,7 @@ and passive backend health (a dead backend costs no call and returns when it is 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -183,6 +184,46 @@ def test_a_client_with_tool_rules_calls_only_its_tools_through_the_vip(protocol)
                           {**_headers_2026("add"), "Authorization": f"Bearer {token('time-agent')}"})
     answer = json.loads(body)
     assert status == 403 and answer["id"] == 9 and answer["error"]["code"] == -32003, body
+
+
+# A second, independent MCP client: the MCP Inspector's CLI (npm; the TypeScript SDK), installed on first use.
+INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
+
+
+@pytest.fixture(scope="module")
+def inspector():
+    from lbha import CACHE
+    prefix = CACHE / "mcp-inspector"
+    binary = prefix / "node_modules" / ".bin" / "mcp-inspector"
+    if not binary.exists():
+        result = subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", INSPECTOR],
+                                capture_output=True, text=True, timeout=600, check=False)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    def run(server: str, *args: str, agent: str | None = "bulk-agent") -> subprocess.CompletedProcess:
+        headers = ["--header", f"Authorization: Bearer {token(agent)}"] if agent else []
+        return subprocess.run([str(binary), "--cli", url(VIP, server), "--transport", "http", *headers, *args],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "NODE_EXTRA_CA_CERTS": CA, "NO_COLOR": "1"})
+    return run
+
+
+def test_the_mcp_inspector_cli_lists_and_calls_tools_through_the_vip_with_a_token(inspector):
+    listed = inspector("reference", "--method", "tools/list")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert {"echo", "whoami"} <= {t["name"] for t in json.loads(listed.stdout)["tools"]}
+    called = inspector("reference", "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=inspected")
+    assert called.returncode == 0, called.stderr[-2000:]
+    assert json.loads(called.stdout)["content"][0]["text"] == "inspected"
+    # The third-party stdio server behind its bridge, the same way.
+    called = inspector("time", "--method", "tools/call", "--tool-name", "get_current_time", "--tool-arg",
+                       "timezone=UTC")
+    assert called.returncode == 0, called.stderr[-2000:]
+    assert "UTC" in json.loads(called.stdout)["content"][0]["text"]
+    # Without a token the gateway turns it away (401: the Inspector asks for authorization and gives up, no TTY).
+    refused = inspector("reference", "--method", "tools/list", agent=None)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "auth" in said.lower() and "tools" not in refused.stdout, said
 
 
 def test_a_known_token_is_not_passed_on_to_the_backend():
