@@ -399,35 +399,39 @@ def test_third_party_servers_errors_and_slow_calls_reach_the_gateway_metrics_and
     to server-everything, through the VIP. Each alert's expression holds on the real series here (the alert is
     pending, or already firing); its `for: 5m` is proven by the promtool unit tests (tests/unit/roles/
     test_alert_rules.py), not waited for."""
-    failed = 0
-    for _ in range(6):  # a zone that does not exist: a tool error (or a JSON-RPC error) from mcp-server-time
-        try:
-            failed += bool(sdk_call(VIP, "time", "get_current_time", {"timezone": "Not/AZone"},
-                                    protocol="sessionless").get("isError"))
+
+    def fail_time() -> int:
+        try:  # a zone that does not exist: a tool error (or a JSON-RPC error) from mcp-server-time
+            return int(bool(sdk_call(VIP, "time", "get_current_time", {"timezone": "Not/AZone"},
+                                     protocol="sessionless").get("isError")))
         except Exception:  # noqa: BLE001 - the SDK raises a JSON-RPC error; the gateway counts it all the same
-            failed += 1
-    assert failed == 6
+            return 1
+
     slow = []
 
-    def long_call():
+    def slow_everything():
         slow.append(sdk_call(VIP, "everything", "trigger-long-running-operation", {"duration": 3, "steps": 3},
                              protocol="handshake", timeout=30))
 
-    workers = [threading.Thread(target=long_call) for _ in range(5)]
+    # One of each first, scraped before the rest: rate() sees a series grow only after its first sample.
+    assert fail_time() == 1
+    slow_everything()
+    failed_series = ('sum(fleetops_gateway_tool_calls_total{job="gateway", server="time",'
+                     ' outcome=~"error|tool_error"})')
+    slow_series = ('sum(fleetops_gateway_tool_call_duration_seconds_bucket{job="gateway", server="everything",'
+                   ' le="+Inf"}) - sum(fleetops_gateway_tool_call_duration_seconds_bucket{job="gateway",'
+                   ' server="everything", le="2"})')
+    wait_until("the first failed and slow calls scraped", lambda: query(f"{failed_series} >= 1")
+               and query(f"({slow_series}) >= 1"), deadline_s=60)
+    assert sum(fail_time() for _ in range(6)) == 6
+    workers = [threading.Thread(target=slow_everything) for _ in range(5)]
     for w in workers:
         w.start()
     for w in workers:
         w.join(60)
-    assert len(slow) == 5 and not any(r.get("isError") for r in slow), slow
-
-    series = wait_until("the failed calls counted at the gateway", lambda: query(
-        'sum(fleetops_gateway_tool_calls_total{job="gateway", server="time", outcome=~"error|tool_error"}) >= 6'),
-        deadline_s=60)
-    assert series
-    slow_seen = query('sum(fleetops_gateway_tool_call_duration_seconds_bucket{job="gateway", server="everything",'
-                      ' le="+Inf"}) - sum(fleetops_gateway_tool_call_duration_seconds_bucket{job="gateway",'
-                      ' server="everything", le="2"})')
-    assert slow_seen and float(slow_seen[0]["value"][1]) >= 5, slow_seen
+    assert len(slow) == 6 and not any(r.get("isError") for r in slow), slow
+    wait_until("the failed and slow calls counted at the gateway", lambda: query(f"{failed_series} >= 7")
+               and query(f"({slow_series}) >= 6"), deadline_s=60)
 
     def alerting():
         alerts = get_json(f"{PROMETHEUS}/api/v1/alerts")["data"]["alerts"]
