@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.fleetops.mcp.plugins.module_utils import _backup, _failover, _firewall, _fleet, _lb_clients, _plan
+from ansible_collections.fleetops.mcp.plugins.module_utils import (
+    _backup, _failover, _firewall, _fleet, _lb_clients, _oauth, _plan,
+)
 
 
 def changed_keys(old, new):
@@ -183,6 +185,19 @@ def mcp_lb_affinity(routes, clients, key):
         raise AnsibleFilterError("load balancer session affinity: %s" % exc) from exc
 
 
+def mcp_lb_oauth_errors(routes, issuers, base_url, auth=True):
+    """Problems in the OAuth resource-server settings (module_utils/_oauth.py), each naming its field."""
+    return _oauth.errors(routes, issuers, base_url, auth)
+
+
+def mcp_lb_oauth(routes, issuers, base_url, affinity_key, keys_dir):
+    """What the load balancer's templates render for OAuth resource-server mode (module_utils/_oauth.py)."""
+    problems = _oauth.errors(routes, issuers, base_url, True)
+    if problems:
+        raise AnsibleFilterError("load balancer OAuth settings: %s" % "; ".join(problems))
+    return _oauth.model(routes, issuers, base_url, affinity_key, keys_dir)
+
+
 def fleet_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen, secrets_dir=_plan.SECRETS_DIR,
                failover_dir=_plan.FAILOVER_DIR):
     """The fleet plan of one host (see module_utils/_plan.py): the slices the roles read."""
@@ -273,6 +288,8 @@ class FilterModule:
             "mcp_lb_backends": mcp_lb_backends,
             "mcp_lb_client_errors": mcp_lb_client_errors,
             "mcp_lb_clients": mcp_lb_clients,
+            "mcp_lb_oauth": mcp_lb_oauth,
+            "mcp_lb_oauth_errors": mcp_lb_oauth_errors,
             "mcp_lb_routes": mcp_lb_routes,
             "mcp_scrape_targets": mcp_scrape_targets,
             "mcp_backup_items": mcp_backup_items,

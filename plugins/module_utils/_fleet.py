@@ -13,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from ansible_collections.fleetops.mcp.plugins.module_utils import _oauth
+
 TRANSPORTS = ("streamable-http", "sse", "stdio")
 IMAGE_SOURCES = ("registry", "build", "archive")
 KNOWN_FIELDS = {
@@ -20,8 +22,12 @@ KNOWN_FIELDS = {
     "command", "stdio_command", "port", "host_port", "bind_address", "path", "replicas",
     "env", "secrets", "volumes", "resources", "healthcheck", "stop_grace_period",
     "labels", "user", "tmpfs", "stateless", "hosts", "metrics_path", "backup_command",
-    "failover", "max_sessions", "allowed_origins",
+    "failover", "max_sessions", "allowed_origins", "oauth",
 }
+OAUTH_FIELDS = {"issuers", "scopes", "tools_by_scope", "static_tokens", "audience"}
+# RFC 6749 section 3.3 scope-token characters.
+SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}\Z")
+OAUTH_TOOL = re.compile(r"^(?:\*|[A-Za-z0-9_.-]{1,128})\Z")
 FAILOVER_FIELDS = {"primary", "standby", "sync_interval"}
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?\Z")
 IMAGE = re.compile(
@@ -98,6 +104,10 @@ DEFAULTS = {
     # scheme://host[:port]); a request with any other Origin gets 403 before
     # its token is checked, one without Origin (native clients) goes on.
     "allowed_origins": [],
+    # OAuth 2.1 resource-server mode at the gateway (nginx_lb): {issuers: [names of
+    # nginx_lb_oauth_issuers], scopes?, tools_by_scope?, static_tokens?, audience?};
+    # None: the static bearer tokens of nginx_lb_clients only.
+    "oauth": None,
 }
 
 
@@ -287,6 +297,43 @@ def _check_origins(where, origins, errors):
                           "an optional port, no path, no '*'" % (where, origin))
 
 
+def _check_oauth(where, oauth, errors):
+    """The shape of a server's ``oauth`` block (the issuer names are checked against the issuers by nginx_lb)."""
+    if oauth is None:
+        return
+    if not isinstance(oauth, dict):
+        errors.append("%s: oauth must be a mapping {issuers, scopes?, tools_by_scope?, static_tokens?, audience?}" % where)
+        return
+    unknown = sorted(set(oauth) - OAUTH_FIELDS, key=str)
+    if unknown:
+        errors.append("%s: oauth has unknown field(s) %s (known: %s)" % (where, ", ".join(map(str, unknown)),
+                                                                       ", ".join(sorted(OAUTH_FIELDS))))
+    issuers = oauth.get("issuers")
+    if not isinstance(issuers, list) or not issuers or not all(isinstance(i, str) and i for i in issuers):
+        errors.append("%s: oauth.issuers must be a non-empty list of issuer names (nginx_lb_oauth_issuers)" % where)
+    scopes = oauth.get("scopes", [])
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and SCOPE.match(s) for s in scopes):
+        errors.append("%s: oauth.scopes must be a list of scope names (printable ASCII, no spaces, quotes or "
+                      "backslashes); got %r" % (where, scopes))
+    rules = oauth.get("tools_by_scope", {})
+    if not isinstance(rules, dict):
+        errors.append("%s: oauth.tools_by_scope must map a scope to a list of tool names (or \"*\")" % where)
+    else:
+        for scope, tools in rules.items():
+            if not isinstance(scope, str) or not SCOPE.match(scope):
+                errors.append("%s: oauth.tools_by_scope key %r is not a scope name" % (where, scope))
+            if not isinstance(tools, list) or not tools or not all(isinstance(t, str) and OAUTH_TOOL.match(t) for t in tools):
+                errors.append("%s: oauth.tools_by_scope[%s] must be a non-empty list of tool names (letters, digits, "
+                              "'_', '.', '-') or \"*\"; got %r" % (where, scope, tools))
+    if not isinstance(oauth.get("static_tokens", False), bool):
+        errors.append("%s: oauth.static_tokens must be true or false" % where)
+    audience = oauth.get("audience")
+    if audience is not None:
+        problem = _oauth.https_url_error(audience, "%s: oauth.audience" % where)
+        if problem:
+            errors.append(problem + " (the resource URL tokens must name, RFC 8707)")
+
+
 def _check_labels(where, labels, errors):
     if not isinstance(labels, dict):
         errors.append("%s: labels must be a mapping" % where)
@@ -381,6 +428,7 @@ def _check_one(where, server, errors):
     _check_labels(where, server.get("labels", {}), errors)
     _check_tmpfs(where, server.get("tmpfs", DEFAULTS["tmpfs"]), errors)
     _check_origins(where, server.get("allowed_origins", []), errors)
+    _check_oauth(where, server.get("oauth"), errors)
     if not isinstance(server.get("stateless", False), bool):
         errors.append("%s: stateless must be true or false" % where)
     if "max_sessions" in server:
@@ -620,6 +668,7 @@ def lb_routes(servers, backends):
             "members": members,
             "failover": server["failover"],
             "allowed_origins": server["allowed_origins"],
+            "oauth": server["oauth"],
         })
     return routes
 

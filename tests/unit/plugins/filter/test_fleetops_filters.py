@@ -26,7 +26,7 @@ def test_filters_are_registered():
         "fleet_firewall_errors", "fleet_firewall_rules", "fleet_firewall_lockout",
         "fleet_address", "fleet_local_address", "fleet_plan", "fleet_plan_errors", "mcp_gateway_routes",
         "mcp_probe_targets", "mcp_lb_affinity", "fleet_listen_address", "fleet_endpoint", "fleet_listen_errors",
-        "fleet_prometheus_url",
+        "fleet_prometheus_url", "mcp_lb_oauth", "mcp_lb_oauth_errors",
     }
 
 
