@@ -10,6 +10,9 @@
    then the same load on every server, through the VIP and on one replica: the
    reference HTTP server beside the third-party stdio servers (mcp-server-time,
    server-everything) behind fleetops-stdio-bridge, sessionless and in sessions.
+   Then OAuth: the same calls on `time` through the VIP with a JWT access token
+   (RS256 and ES256, minted with the demo test issuer's keys) and with a static
+   token, and the JWT / static p50 ratio.
 3. VIP failover under load: nginx stopped on the load balancer holding the VIP;
    the longest stretch without a successful call and the failed calls (lb_bench).
 4. Failed calls during a rolling update of the reference server
@@ -33,6 +36,8 @@ import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "oauth_test_issuer"))
+import fleetops_test_issuer  # noqa: E402
 import lb_bench  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -114,6 +119,15 @@ def under_load(target: lb_bench.Target, workers: int, action) -> tuple[list, flo
     return results, took["s"]
 
 
+def oauth_token(kid: str, lifetime: int = 3600) -> str:
+    """A JWT access token for the demo's `time` server (audience https://<VIP>/mcp/time, scope mcp:tools), signed
+    with the demo test issuer's key ``kid`` (made by molecule/fleet/prepare.yml)."""
+    keys = lb_bench.CACHE / "test-issuer"
+    claims = fleetops_test_issuer.claims("https://issuer.fleetops.test", "https://172.30.214.100/mcp/time",
+                                         "bench-agent", "mcp:tools", lifetime=lifetime)
+    return fleetops_test_issuer.mint(fleetops_test_issuer.load_private_key(str(keys / f"{kid}.pem")), kid, claims)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     lb_bench.add_arguments(parser)
@@ -182,6 +196,24 @@ def main() -> int:
                          figures[("time", "sessionless", "one replica")])
     rows.append(("one stdio time replica / one reference replica (both 1 CPU), throughput",
                  f"{100 * time_one['rps'] / ref_one['rps']:.0f}% (target >= 50%)"))
+
+    # OAuth resource-server mode: the demo's `time` server takes JWTs (njs checks signature, claims and
+    # scopes at the gateway) beside static tokens; the same load with each, in this one run.
+    auth_figures = {}
+    for label, bearer in (("static token", vip.token), ("JWT RS256", oauth_token("rsa-1")),
+                          ("JWT ES256", oauth_token("ec-1"))):
+        target = lb_bench.Target("https", args.vip, 443, "/mcp/time", bearer, ca, "get_current_time",
+                                 {"timezone": "UTC"}, b"datetime")
+        print(f"bench: time sessionless get_current_time via VIP with a {label}, {args.concurrency} workers ...",
+              flush=True)
+        f = lb_bench.summarize(lb_bench.run_load(target, args.concurrency, args.duration, timeout=30.0), args.duration)
+        auth_figures[label] = f
+        rows.append((f"time (sessionless) tools/call get_current_time, VIP, {label}",
+                     f"p50 {f['p50_ms']:.2f} ms, p95 {f['p95_ms']:.2f} ms, {f['rps']:.0f} calls/s, {f['failed']} failed"))
+    static = auth_figures["static token"]
+    for label in ("JWT RS256", "JWT ES256"):
+        rows.append((f"{label} / static token, time through the VIP",
+                     f"p50 {auth_figures[label]['p50_ms'] / static['p50_ms']:.2f}x (target <= 1.10x)"))
 
     print("bench: VIP failover under load ...", flush=True)
     workers = max(1, args.concurrency // 2)

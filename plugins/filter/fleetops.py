@@ -190,12 +190,13 @@ def mcp_lb_oauth_errors(routes, issuers, base_url, auth=True):
     return _oauth.errors(routes, issuers, base_url, auth)
 
 
-def mcp_lb_oauth(routes, issuers, base_url, affinity_key, keys_dir):
+def mcp_lb_oauth(routes, issuers, base_url, affinity_key, keys_dir, rate_per_minute=50, burst=10, max_connections=20):
     """What the load balancer's templates render for OAuth resource-server mode (module_utils/_oauth.py)."""
     problems = _oauth.errors(routes, issuers, base_url, True)
     if problems:
         raise AnsibleFilterError("load balancer OAuth settings: %s" % "; ".join(problems))
-    return _oauth.model(routes, issuers, base_url, affinity_key, keys_dir)
+    defaults = {"rate_per_minute": int(rate_per_minute), "burst": int(burst), "max_connections": int(max_connections)}
+    return _oauth.model(routes, issuers, base_url, affinity_key, keys_dir, defaults)
 
 
 def fleet_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen, secrets_dir=_plan.SECRETS_DIR,

@@ -18,7 +18,9 @@ import re
 
 # What njs (0.7 and later, WebCrypto) verifies: RSASSA-PKCS1-v1_5 and ECDSA on P-256 and P-384.
 ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384")
-ISSUER_FIELDS = {"name", "issuer", "jwks_uri", "algorithms", "ca_file"}
+ISSUER_FIELDS = {"name", "issuer", "jwks_uri", "algorithms", "ca_file", "rate_per_minute", "burst", "max_connections"}
+# Each OAuth client's budget (per issuer): the same bounds as a static client's (nginx_lb_clients).
+LIMITS = {"rate_per_minute": (1, 60000), "burst": (0, 100000), "max_connections": (1, 100000)}
 ISSUER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 # An https URL with a host and no fragment, no user info, no spaces or quotes.
 HTTPS_URL = re.compile(r"^https://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
@@ -76,6 +78,10 @@ def issuer_errors(issuers):
             if bad:
                 errors.append("%s: algorithms %s unknown; the gateway verifies %s (never none or HS*)"
                               % (where, ", ".join(map(repr, bad)), ", ".join(ALGORITHMS)))
+        for field, (low, high) in LIMITS.items():
+            value = entry.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+                errors.append("%s: %s must be a whole number from %d to %d; got %r" % (where, field, low, high, value))
         ca_file = entry.get("ca_file", "")
         if ca_file not in ("", None) and (not isinstance(ca_file, str) or not re.match(r"^/[A-Za-z0-9._/-]+\Z", ca_file)):
             errors.append("%s: ca_file must be an absolute path on the load balancer (or empty: the system's CAs); "
@@ -109,9 +115,12 @@ def _tag_key(affinity_key):
     return hmac.new(str(affinity_key).encode("utf-8"), TAG_KEY_LABEL, hashlib.sha256).hexdigest()
 
 
-def model(routes, issuers, base_url, affinity_key, keys_dir):
-    """What the templates render for OAuth: ``{"routes": {name: {...}}, "issuers": [...], "metadata": {...},
-    "root_metadata": {...} or None, "tag_key": hex}``. Call only after ``errors`` returned nothing."""
+def model(routes, issuers, base_url, affinity_key, keys_dir, defaults=None):
+    """What the templates render for OAuth: ``{"routes": {name: {...}}, "root_metadata": {...} or None, "sync":
+    {...}, "limits": [...], "tag_key": hex}``. ``defaults``: the budget of an OAuth client whose issuer sets none
+    (``{rate_per_minute, burst, max_connections}``, the static clients' defaults). Call only after ``errors``
+    returned nothing."""
+    defaults = dict({"rate_per_minute": 50, "burst": 10, "max_connections": 20}, **(defaults or {}))
     by_name = {i["name"]: i for i in issuers or []}
     base = (base_url or "").rstrip("/")
     out = {}
@@ -127,7 +136,7 @@ def model(routes, issuers, base_url, affinity_key, keys_dir):
             issuer = by_name[name]
             if name not in used:
                 used.append(name)
-            route_issuers.append({"name": name, "issuer": issuer["issuer"],
+            route_issuers.append({"name": name, "issuer": issuer["issuer"], "zone": _zone(name),
                                   "algorithms": list(issuer.get("algorithms") or ["RS256", "ES256"])})
         metadata = {
             "resource": resource,
@@ -165,7 +174,16 @@ def model(routes, issuers, base_url, affinity_key, keys_dir):
                      "algorithms": list(by_name[n].get("algorithms") or ["RS256", "ES256"]),
                      "ca_file": by_name[n].get("ca_file") or ""} for n in used],
     }
-    return {"routes": out, "root_metadata": root, "sync": sync, "tag_key": _tag_key(affinity_key) if out else ""}
+    limits = [{"issuer": n, "zone": _zone(n),
+               **{field: int(by_name[n].get(field) if by_name[n].get(field) is not None else defaults[field])
+                  for field in LIMITS}} for n in used]
+    return {"routes": out, "root_metadata": root, "sync": sync, "limits": limits,
+            "tag_key": _tag_key(affinity_key) if out else ""}
+
+
+def _zone(issuer_name):
+    """The limit zones (and key variable) of one issuer's OAuth clients."""
+    return "fleetops_oauth_" + issuer_name.replace("-", "_")
 
 
 def oauth_tag(tag_key, identity, backend):

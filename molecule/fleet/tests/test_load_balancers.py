@@ -199,12 +199,15 @@ def test_the_access_log_is_rotated_past_its_size_and_nginx_writes_to_the_new_fil
          "nginx_lb_oauth_issuers[test-issuer]: issuer must be an https:// URL"),
         ({"nginx_lb_oauth_issuers": [{"name": "test-issuer", "issuer": "https://issuer.fleetops.test",
                                       "jwks_uri": "https://127.0.0.1:9443/jwks.json", "algorithms": ["HS256"]}]},
-         "nginx_lb_oauth_issuers[test-issuer]: algorithms 'HS256' unknown"),
+         "value of algorithms must be one or more of: RS256, RS384, RS512, ES256, ES384. Got no match for: HS256 "
+         "found in nginx_lb_oauth_issuers"),
         ({"fleetops_mcp_servers": [{"name": "t", "image": "x:1", "host_port": 18100,
                                     "oauth": {"issuers": ["test-issuer"], "audience": "time-server"}}]},
          "mcp server 't': oauth.audience must be an https:// URL"),
-        ({"fleetops_mcp_servers": [{"name": "t", "image": "x:1", "host_port": 18100, "oauth": {"issuers": ["corp"]}}]},
-         "mcp server 't': oauth.issuers names 'corp', which nginx_lb_oauth_issuers does not declare"),
+        # (time and reference-stateless: the demo clients' tool rules name them)
+        ({"fleetops_mcp_servers": [{"name": "time", "image": "x:1", "host_port": 18100, "oauth": {"issuers": ["corp"]}},
+                                   {"name": "reference-stateless", "image": "x:1", "host_port": 18090, "stateless": True}]},
+         "mcp server 'time': oauth.issuers names 'corp', which nginx_lb_oauth_issuers does not declare"),
     ],
     ids=["read-timeout-zero", "port-70000", "status-listen-no-port", "unknown-backend-group", "bad-fleet",
          "bad-client-hash", "auth-without-clients", "short-affinity-key", "unauthenticated-burst",

@@ -40,6 +40,8 @@ from test_nginx_lb_gateway import (  # noqa: E402
 )
 
 ISSUER = "https://issuer.test.example"
+# A second issuer whose clients have a tight budget (6 a minute, burst 2).
+TIGHT = "https://tight.test.example"
 BASE = "https://mcp.example.test"
 SCOPES_RULES = {"mcp:use": ["echo"], "mcp:admin": ["*"]}
 
@@ -49,14 +51,14 @@ def _spki(key) -> str:
     return base64.b64encode(der).decode()
 
 
-def _write_keys(keys_dir: pathlib.Path, keys):
-    """The refresher's file for issuer ``test``: [(key, kid, alg)]."""
-    document = {"issuer": ISSUER, "jwks_uri": ISSUER + "/jwks.json", "changed_at": int(time.time()),
+def _write_keys(keys_dir: pathlib.Path, keys, name="test", url=ISSUER):
+    """The refresher's file for issuer ``name``: [(key, kid, alg)]."""
+    document = {"issuer": url, "jwks_uri": url + "/jwks.json", "changed_at": int(time.time()),
                 "keys": [{"kid": kid, "alg": alg, "spki": _spki(key)} for key, kid, alg in keys]}
-    tmp = keys_dir / "test.json.tmp"
+    tmp = keys_dir / f"{name}.json.tmp"
     tmp.write_text(json.dumps(document))
     tmp.chmod(0o644)
-    tmp.replace(keys_dir / "test.json")
+    tmp.replace(keys_dir / f"{name}.json")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,7 @@ def oauth_gw(tmp_path_factory):
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     _write_keys(keys_dir, [(rsa_key, "rsa-1", "RS256"), (ec_key, "ec-1", "ES256")])
+    _write_keys(keys_dir, [(rsa_key, "rsa-1", "RS256")], "tight", TIGHT)
     port = _shared_free_port()
     backends = []
     for address in BACKEND_ADDRESSES:
@@ -87,17 +90,19 @@ def oauth_gw(tmp_path_factory):
         {"name": "reference", "image": "r:1", "host_port": port,
          "oauth": {"issuers": ["test"], "scopes": ["mcp:use"], "tools_by_scope": SCOPES_RULES, "static_tokens": True}},
         {"name": "reference-stateless", "image": "s:1", "host_port": port + 1, "stateless": True,
-         "oauth": {"issuers": ["test"]}},
+         "oauth": {"issuers": ["test", "tight"]}},
         {"name": "plain", "image": "p:1", "host_port": port + 2, "stateless": True},
     ]
     clients = [{"name": name, "token": token, "rate_per_minute": 6000, "burst": 500} for name, token in TOKENS.items()]
-    issuers = [{"name": "test", "issuer": ISSUER, "jwks_uri": ISSUER + "/jwks.json", "algorithms": ["RS256", "ES256"]}]
+    issuers = [{"name": "test", "issuer": ISSUER, "jwks_uri": ISSUER + "/jwks.json", "algorithms": ["RS256", "ES256"],
+                "rate_per_minute": 6000, "burst": 500},
+               {"name": "tight", "issuer": TIGHT, "jwks_uri": TIGHT + "/jwks.json", "algorithms": ["RS256"],
+                "rate_per_minute": 6, "burst": 2, "max_connections": 5}]
     conf = render(out_dir, backend_port=port, nginx_lb_listen_port=listen, nginx_lb_status_listen=f"127.0.0.1:{status}",
                   nginx_lb_mcp_servers=servers, nginx_lb_clients=clients,
                   nginx_lb_oauth_issuers=issuers, nginx_lb_oauth_resource_base_url=BASE,
                   _nginx_lb_oauth_keys_dir=str(keys_dir),
-                  nginx_lb_ip_rate_per_minute=6000, nginx_lb_ip_burst=500, nginx_lb_client_rate_per_minute=6000,
-                  nginx_lb_client_burst=500)
+                  nginx_lb_ip_rate_per_minute=6000, nginx_lb_ip_burst=500)
     (out_dir / "run.conf").write_text(_runnable(conf, out_dir))
     nginx = subprocess.Popen(["nginx", "-c", str(out_dir / "run.conf"), "-e", str(out_dir / "error.log"),
                               "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -282,6 +287,21 @@ def test_the_audit_log_names_the_subject_and_holds_no_token(oauth_gw):
     assert token not in text and token.split(".")[2] not in (oauth_gw["dir"] / "access.json").read_text()
 
 
+# ---- limits -----------------------------------------------------------------
+
+
+def test_each_oauth_subject_has_its_own_budget_from_its_issuer(oauth_gw):
+    def tight(subject):
+        return issuer.mint(oauth_gw["rsa"], "rsa-1", issuer.claims(TIGHT, f"{BASE}/mcp/reference-stateless", subject, ""))
+
+    statuses = [_call(oauth_gw, "/mcp/reference-stateless", tight("busy"))[0] for _ in range(6)]
+    # Burst 2 at 6 a minute: three answers, then 429.
+    assert statuses[:3] == [200] * 3 and statuses[-1] == 429, statuses
+    # Another subject of the same issuer, and the first issuer's clients, have budgets of their own.
+    assert _call(oauth_gw, "/mcp/reference-stateless", tight("idle"))[0] == 200
+    assert _call(oauth_gw, "/mcp/reference-stateless", _token(oauth_gw, "reference-stateless", "busy", ""))[0] == 200
+
+
 # ---- metadata ---------------------------------------------------------------
 
 
@@ -293,7 +313,7 @@ def test_protected_resource_metadata_is_served_for_each_server_and_the_gateway(o
         "bearer_methods_supported": ["header"], "resource_name": "MCP server reference",
         "scopes_supported": ["mcp:admin", "mcp:use"]}
     status, _, body = _call(oauth_gw, "/.well-known/oauth-protected-resource", method="GET")
-    assert status == 200 and json.loads(body)["authorization_servers"] == [ISSUER]
+    assert status == 200 and json.loads(body)["authorization_servers"] == [ISSUER, TIGHT]
     assert _call(oauth_gw, "/.well-known/oauth-protected-resource/mcp/plain", method="GET")[0] == 404
 
 
@@ -343,3 +363,11 @@ def test_the_configuration_passes_nginx_t_and_holds_no_affinity_key(oauth_gw):
     assert KEY not in oauth_gw["conf"]
     auth_js = (oauth_gw["dir"] / "auth.js").read_text()
     assert KEY not in auth_js and oauth_gw["tag_key"] in auth_js
+
+
+def test_no_request_left_a_js_exception_or_an_uninitialized_variable_in_the_error_log(oauth_gw):
+    # Runs last in this module: every request above went through njs.
+    assert _call(oauth_gw, "/elsewhere", method="GET")[0] == 404
+    text = (oauth_gw["dir"] / "error.log").read_text()
+    assert "js exception" not in text and "uninitialized" not in text, \
+        [line for line in text.splitlines() if "js exception" in line or "uninitialized" in line][:5]

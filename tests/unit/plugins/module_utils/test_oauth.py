@@ -47,6 +47,10 @@ def test_a_good_oauth_server_passes_and_gets_its_resource_url_audience_and_metad
     assert model["sync"]["issuers"][1] == {"name": "partner", "issuer": "https://login.partner.example/tenant-1",
                                            "jwks_uri": "https://login.partner.example/tenant-1/keys",
                                            "algorithms": ["ES256"], "ca_file": "/etc/ssl/partner-ca.pem"}
+    # Each issuer's clients get its budget, or the static clients' defaults.
+    assert model["limits"] == [
+        {"issuer": "corp", "zone": "fleetops_oauth_corp", "rate_per_minute": 50, "burst": 10, "max_connections": 20},
+        {"issuer": "partner", "zone": "fleetops_oauth_partner", "rate_per_minute": 50, "burst": 10, "max_connections": 20}]
     # The inventory's affinity key never leaves the controller: njs gets a key derived from it.
     assert "k" * 32 not in str(model) and len(model["tag_key"]) == 64
 
@@ -61,7 +65,8 @@ def test_an_audience_override_is_the_audience_and_the_resource_stays_the_url():
 def test_without_oauth_servers_nothing_is_rendered():
     plain = {"name": "plain", "image": "p:1", "host_port": 1}
     model = _oauth.model(routes(plain), [], "", "k" * 32, "/k")
-    assert model == {"routes": {}, "root_metadata": None, "sync": {"keys_dir": "/k", "issuers": []}, "tag_key": ""}
+    assert model == {"routes": {}, "root_metadata": None, "sync": {"keys_dir": "/k", "issuers": []}, "limits": [],
+                     "tag_key": ""}
     assert _oauth.errors(routes(plain), [], "", True) == []
 
 
@@ -91,8 +96,10 @@ def test_a_bad_oauth_block_is_refused_naming_the_field(oauth, message):
     ({"name": "Corp"}, "nginx_lb_oauth_issuers[0]: name must be lower-case letters"),
     ({"ca_file": "ca.pem"}, "nginx_lb_oauth_issuers[corp]: ca_file must be an absolute path"),
     ({"jwks": "x"}, "nginx_lb_oauth_issuers[corp]: unknown field(s) jwks"),
+    ({"rate_per_minute": 0}, "nginx_lb_oauth_issuers[corp]: rate_per_minute must be a whole number from 1 to 60000"),
+    ({"burst": "10"}, "nginx_lb_oauth_issuers[corp]: burst must be a whole number from 0 to 100000"),
 ], ids=["issuer-http", "jwks-no-scheme", "hs256", "alg-none", "no-algorithms", "name-case", "ca-relative",
-        "unknown-field"])
+        "unknown-field", "rate-zero", "burst-string"])
 def test_a_bad_issuer_is_refused_naming_the_field(change, message):
     issuers = [{**ISSUERS[0], **change}]
     assert message in " | ".join(_oauth.errors(routes(server()), issuers, BASE, True))
