@@ -128,12 +128,49 @@ def oauth_token(kid: str, lifetime: int = 3600) -> str:
     return fleetops_test_issuer.mint(fleetops_test_issuer.load_private_key(str(keys / f"{kid}.pem")), kid, claims)
 
 
+def oauth_rows(args, static_token: str, ca: str) -> list[tuple[str, str]]:
+    """OAuth resource-server mode: the demo's `time` server takes JWTs (njs checks signature, claims and scopes at
+    the gateway) beside static tokens; the same load with each, in this one run."""
+    rows = []
+    auth_figures = {}
+    for label, bearer in (("static token", static_token), ("JWT RS256", oauth_token("rsa-1")),
+                          ("JWT ES256", oauth_token("ec-1"))):
+        target = lb_bench.Target("https", args.vip, 443, "/mcp/time", bearer, ca, "get_current_time",
+                                 {"timezone": "UTC"}, b"datetime")
+        print(f"bench: time sessionless get_current_time via VIP with a {label}, {args.concurrency} workers ...",
+              flush=True)
+        f = lb_bench.summarize(lb_bench.run_load(target, args.concurrency, args.duration, timeout=30.0), args.duration)
+        auth_figures[label] = f
+        rows.append((f"time (sessionless) tools/call get_current_time, VIP, {label}",
+                     f"p50 {f['p50_ms']:.2f} ms, p95 {f['p95_ms']:.2f} ms, {f['rps']:.0f} calls/s, {f['failed']} failed"))
+    static = auth_figures["static token"]
+    for label in ("JWT RS256", "JWT ES256"):
+        rows.append((f"{label} / static token, time through the VIP",
+                     f"p50 {auth_figures[label]['p50_ms'] / static['p50_ms']:.2f}x (target <= 1.10x)"))
+    return rows
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    print(f"\nfleetops.mcp fleet bench, one run on: {machine()}\n")
+    print(f"| {'figure':{width}} | value |")
+    print(f"| {'-' * width} | --- |")
+    for name, value in rows:
+        print(f"| {name:{width}} | {value} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     lb_bench.add_arguments(parser)
     parser.add_argument("--skip-converge", action="store_true", help="measure the running demo only")
     parser.add_argument("--rollout-workers", type=int, default=4)
+    parser.add_argument("--oauth-only", action="store_true",
+                        help="only the JWT / static token comparison, on the running demo")
     args = parser.parse_args()
+    if args.oauth_only:
+        token, _ = lb_bench.targets(args)
+        print_table(oauth_rows(args, token.token, str(lb_bench.CACHE / "pki" / "ca.crt")))
+        return 0
     logs = ROOT / ".cache" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str]] = []
@@ -197,23 +234,7 @@ def main() -> int:
     rows.append(("one stdio time replica / one reference replica (both 1 CPU), throughput",
                  f"{100 * time_one['rps'] / ref_one['rps']:.0f}% (target >= 50%)"))
 
-    # OAuth resource-server mode: the demo's `time` server takes JWTs (njs checks signature, claims and
-    # scopes at the gateway) beside static tokens; the same load with each, in this one run.
-    auth_figures = {}
-    for label, bearer in (("static token", vip.token), ("JWT RS256", oauth_token("rsa-1")),
-                          ("JWT ES256", oauth_token("ec-1"))):
-        target = lb_bench.Target("https", args.vip, 443, "/mcp/time", bearer, ca, "get_current_time",
-                                 {"timezone": "UTC"}, b"datetime")
-        print(f"bench: time sessionless get_current_time via VIP with a {label}, {args.concurrency} workers ...",
-              flush=True)
-        f = lb_bench.summarize(lb_bench.run_load(target, args.concurrency, args.duration, timeout=30.0), args.duration)
-        auth_figures[label] = f
-        rows.append((f"time (sessionless) tools/call get_current_time, VIP, {label}",
-                     f"p50 {f['p50_ms']:.2f} ms, p95 {f['p95_ms']:.2f} ms, {f['rps']:.0f} calls/s, {f['failed']} failed"))
-    static = auth_figures["static token"]
-    for label in ("JWT RS256", "JWT ES256"):
-        rows.append((f"{label} / static token, time through the VIP",
-                     f"p50 {auth_figures[label]['p50_ms'] / static['p50_ms']:.2f}x (target <= 1.10x)"))
+    rows.extend(oauth_rows(args, vip.token, ca))
 
     print("bench: VIP failover under load ...", flush=True)
     workers = max(1, args.concurrency // 2)
@@ -235,12 +256,7 @@ def main() -> int:
         rows.append((f"{label} ({args.rollout_workers} workers, sessionless tools/call on reference)",
                      f"{failed} failed of {len(results)} calls, rollout {took:.0f} s"))
 
-    width = max(len(name) for name, _ in rows)
-    print(f"\nfleetops.mcp fleet bench, one run on: {machine()}\n")
-    print(f"| {'figure':{width}} | value |")
-    print(f"| {'-' * width} | --- |")
-    for name, value in rows:
-        print(f"| {name:{width}} | {value} |")
+    print_table(rows)
     return 0
 
 

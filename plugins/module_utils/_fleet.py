@@ -306,8 +306,8 @@ def _check_oauth(where, oauth, errors):
         return
     unknown = sorted(set(oauth) - OAUTH_FIELDS, key=str)
     if unknown:
-        errors.append("%s: oauth has unknown field(s) %s (known: %s)" % (where, ", ".join(map(str, unknown)),
-                                                                       ", ".join(sorted(OAUTH_FIELDS))))
+        known = ", ".join(sorted(OAUTH_FIELDS))
+        errors.append("%s: oauth has unknown field(s) %s (known: %s)" % (where, ", ".join(map(str, unknown)), known))
     issuers = oauth.get("issuers")
     if not isinstance(issuers, list) or not issuers or not all(isinstance(i, str) and i for i in issuers):
         errors.append("%s: oauth.issuers must be a non-empty list of issuer names (nginx_lb_oauth_issuers)" % where)

@@ -64,8 +64,8 @@ def issuer_errors(issuers):
             seen.add(name)
         unknown = sorted(set(entry) - ISSUER_FIELDS, key=str)
         if unknown:
-            errors.append("%s: unknown field(s) %s (known: %s)" % (where, ", ".join(map(str, unknown)),
-                                                                  ", ".join(sorted(ISSUER_FIELDS))))
+            known = ", ".join(sorted(ISSUER_FIELDS))
+            errors.append("%s: unknown field(s) %s (known: %s)" % (where, ", ".join(map(str, unknown)), known))
         for field in ("issuer", "jwks_uri"):
             problem = https_url_error(entry.get(field), "%s: %s" % (where, field))
             if problem:
