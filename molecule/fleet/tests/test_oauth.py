@@ -23,7 +23,7 @@ import httpx2
 import pytest
 
 from fleetops_testlib import container_host, container_ip, sdk_probe
-from lbha import LBS, VIP, lb_host, raw, tls_context, token, url
+from lbha import LBS, VIP, discover_body, lb_host, raw, tls_context, token, url
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3] / "tests" / "oauth_test_issuer"))
 import fleetops_test_issuer as issuer  # noqa: E402
@@ -49,9 +49,12 @@ def jwt(subject: str = "agent-7", scope: str = "mcp:tools", kid: str = "rsa-1", 
 
 
 def _call(token_value: str | None, tool: str = "get_current_time", request_id: int = 1, where: str = VIP):
-    headers = {"Authorization": f"Bearer {token_value}"} if token_value else {}
-    body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
-            "params": {"name": tool, "arguments": {"timezone": "UTC"}}}
+    """One sessionless (2026-07-28) tools/call on `time`: the sessioned server answers it without initialize."""
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    if token_value:
+        headers["Authorization"] = f"Bearer {token_value}"
+    body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {
+        "name": tool, "arguments": {"timezone": "UTC"}, "_meta": discover_body()["params"]["_meta"]}}
     return raw("POST", "/mcp/time", body, headers, where)
 
 
