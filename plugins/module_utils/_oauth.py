@@ -111,7 +111,8 @@ def errors(routes, issuers, base_url, auth):
     return problems
 
 
-def _tag_key(affinity_key):
+def tag_key(affinity_key):
+    """The key of OAuth clients' session tags, derived from ``nginx_lb_affinity_key`` (which stays on the controller)."""
     return hmac.new(str(affinity_key).encode("utf-8"), TAG_KEY_LABEL, hashlib.sha256).hexdigest()
 
 
@@ -178,7 +179,7 @@ def model(routes, issuers, base_url, affinity_key, keys_dir, defaults=None):
                **{field: int(by_name[n].get(field) if by_name[n].get(field) is not None else defaults[field])
                   for field in LIMITS}} for n in used]
     return {"routes": out, "root_metadata": root, "sync": sync, "limits": limits,
-            "tag_key": _tag_key(affinity_key) if out else ""}
+            "tag_key": tag_key(affinity_key) if out else ""}
 
 
 def _zone(issuer_name):

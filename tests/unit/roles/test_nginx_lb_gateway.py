@@ -8,6 +8,7 @@ they are skipped where nginx or njs is missing or the tests do not run as root (
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import json
@@ -289,34 +290,22 @@ class _Backend(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    if not shutil.which("nginx"):
-        pytest.skip("nginx is not installed here")
-    if not pathlib.Path("/usr/lib/nginx/modules/ngx_http_js_module.so").exists():
-        pytest.skip("nginx's njs module (libnginx-mod-http-js) is not installed here")
-    if os.geteuid() != 0:
-        pytest.skip("running nginx with `user www-data` needs root")
-    out_dir = tmp_path_factory.mktemp("gateway")
-    port = _shared_free_port()
+def start_backends(ports) -> list:
+    """A _Backend on each backend address and port, serving in threads."""
     backends = []
     for address in BACKEND_ADDRESSES:
-        for p in (port, port + 1):
+        for p in ports:
             server = http.server.ThreadingHTTPServer((address, p), _Backend)
             server.sessions, server.seen = set(), []
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
             backends.append(server)
-    listen, status = _free_port(), _free_port()
-    servers = [
-        {"name": "reference", "image": "r:1", "host_port": port, "allowed_origins": [ORIGIN]},
-        {"name": "reference-stateless", "image": "s:1", "host_port": port + 1, "stateless": True},
-    ]
-    clients = [{"name": name, "token": token, "rate_per_minute": 6000, "burst": 500} for name, token in TOKENS.items()]
-    clients.append({"name": "carol", "token": CAROL, "rate_per_minute": 6000, "burst": 500, "tools": CAROL_TOOLS})
-    conf = render(out_dir, backend_port=port, nginx_lb_listen_port=listen, nginx_lb_status_listen=f"127.0.0.1:{status}",
-                  nginx_lb_mcp_servers=servers, nginx_lb_clients=clients,
-                  nginx_lb_ip_rate_per_minute=600, nginx_lb_ip_burst=40, nginx_lb_ip_max_connections=50,
-                  nginx_lb_unauthenticated_rate_per_minute=30, nginx_lb_unauthenticated_burst=10)
+    return backends
+
+
+@contextlib.contextmanager
+def running_nginx(out_dir: pathlib.Path, conf: str, listen: int, backends: list):
+    """nginx running ``conf`` (pid file and logs in ``out_dir``) until the block ends; then it and ``backends``
+    are stopped."""
     (out_dir / "run.conf").write_text(_runnable(conf, out_dir))
     nginx = subprocess.Popen(["nginx", "-c", str(out_dir / "run.conf"), "-e", str(out_dir / "error.log"),
                               "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -330,7 +319,7 @@ def gateway(tmp_path_factory):
                 if nginx.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("nginx did not start: %s" % nginx.stderr.read().decode()[-2000:]) from None
                 time.sleep(0.05)
-        yield {"port": listen, "backend_port": port, "dir": out_dir, "backends": backends}
+        yield nginx
     finally:
         nginx.send_signal(signal.SIGTERM)
         try:
@@ -340,6 +329,32 @@ def gateway(tmp_path_factory):
         for server in backends:
             server.shutdown()
             server.server_close()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    if not shutil.which("nginx"):
+        pytest.skip("nginx is not installed here")
+    if not pathlib.Path("/usr/lib/nginx/modules/ngx_http_js_module.so").exists():
+        pytest.skip("nginx's njs module (libnginx-mod-http-js) is not installed here")
+    if os.geteuid() != 0:
+        pytest.skip("running nginx with `user www-data` needs root")
+    out_dir = tmp_path_factory.mktemp("gateway")
+    port = _shared_free_port()
+    backends = start_backends([port, port + 1])
+    listen, status = _free_port(), _free_port()
+    servers = [
+        {"name": "reference", "image": "r:1", "host_port": port, "allowed_origins": [ORIGIN]},
+        {"name": "reference-stateless", "image": "s:1", "host_port": port + 1, "stateless": True},
+    ]
+    clients = [{"name": name, "token": token, "rate_per_minute": 6000, "burst": 500} for name, token in TOKENS.items()]
+    clients.append({"name": "carol", "token": CAROL, "rate_per_minute": 6000, "burst": 500, "tools": CAROL_TOOLS})
+    conf = render(out_dir, backend_port=port, nginx_lb_listen_port=listen, nginx_lb_status_listen=f"127.0.0.1:{status}",
+                  nginx_lb_mcp_servers=servers, nginx_lb_clients=clients,
+                  nginx_lb_ip_rate_per_minute=600, nginx_lb_ip_burst=40, nginx_lb_ip_max_connections=50,
+                  nginx_lb_unauthenticated_rate_per_minute=30, nginx_lb_unauthenticated_burst=10)
+    with running_nginx(out_dir, conf, listen, backends):
+        yield {"port": listen, "backend_port": port, "dir": out_dir, "backends": backends}
 
 
 def _post(gw, path, token=None, sid=None, source="127.0.0.1", origin=None, method="POST", extra=None):

@@ -17,12 +17,8 @@ import json
 import os
 import pathlib
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import pytest
@@ -36,7 +32,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "oauth_test
 
 import fleetops_test_issuer as issuer  # noqa: E402
 from test_nginx_lb_gateway import (  # noqa: E402
-    BACKEND_ADDRESSES, KEY, TOKENS, _Backend, _free_port, _runnable, _shared_free_port, render,
+    KEY, TOKENS, _free_port, _shared_free_port, render, running_nginx, start_backends,
 )
 
 ISSUER = "https://issuer.test.example"
@@ -78,13 +74,7 @@ def oauth_gw(tmp_path_factory):
     _write_keys(keys_dir, [(rsa_key, "rsa-1", "RS256"), (ec_key, "ec-1", "ES256")])
     _write_keys(keys_dir, [(rsa_key, "rsa-1", "RS256")], "tight", TIGHT)
     port = _shared_free_port()
-    backends = []
-    for address in BACKEND_ADDRESSES:
-        for p in (port, port + 1, port + 2):
-            server = http.server.ThreadingHTTPServer((address, p), _Backend)
-            server.sessions, server.seen = set(), []
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-            backends.append(server)
+    backends = start_backends([port, port + 1, port + 2])
     listen, status = _free_port(), _free_port()
     servers = [
         {"name": "reference", "image": "r:1", "host_port": port,
@@ -103,33 +93,11 @@ def oauth_gw(tmp_path_factory):
                   nginx_lb_oauth_issuers=issuers, nginx_lb_oauth_resource_base_url=BASE,
                   _nginx_lb_oauth_keys_dir=str(keys_dir),
                   nginx_lb_ip_rate_per_minute=6000, nginx_lb_ip_burst=500)
-    (out_dir / "run.conf").write_text(_runnable(conf, out_dir))
-    nginx = subprocess.Popen(["nginx", "-c", str(out_dir / "run.conf"), "-e", str(out_dir / "error.log"),
-                              "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", listen), timeout=0.2).close()
-                break
-            except OSError:
-                if nginx.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("nginx did not start: %s" % nginx.stderr.read().decode()[-2000:]) from None
-                time.sleep(0.05)
-        tag_key = _oauth.model(
-            [{"name": "x", "public_path": "/mcp/x", "stateless": True, "members": [], "oauth": {"issuers": ["test"]}}],
-            issuers, BASE, KEY, str(keys_dir))["tag_key"]
-        yield {"port": listen, "dir": out_dir, "keys_dir": keys_dir, "backends": backends, "rsa": rsa_key,
-               "ec": ec_key, "backend_port": port, "tag_key": tag_key, "conf": conf}
+        with running_nginx(out_dir, conf, listen, backends):
+            yield {"port": listen, "dir": out_dir, "keys_dir": keys_dir, "backends": backends, "rsa": rsa_key,
+                   "ec": ec_key, "backend_port": port, "tag_key": _oauth.tag_key(KEY), "conf": conf}
     finally:
-        nginx.send_signal(signal.SIGTERM)
-        try:
-            nginx.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            nginx.kill()
-        for server in backends:
-            server.shutdown()
-            server.server_close()
         shutil.rmtree(keys_dir, ignore_errors=True)
 
 
