@@ -91,9 +91,18 @@ def test_memory_limit_is_enforced(host, docker):
     small, big = inspect(host, "fo-mem-small")["State"], inspect(host, "fo-mem-big")["State"]
     assert small["ExitCode"] == 0 and not small["OOMKilled"]
     assert "survived" in sh(host, "docker logs fo-mem-small")
-    assert big["OOMKilled"] is True, big
-    assert big["ExitCode"] == 137
+    # The kernel killed the big one (SIGKILL: 137) before it could finish.
+    # Docker's OOMKilled flag is not asserted: under cgroup v2 containerd reads
+    # it from memory.events, and loses it now and then when the cgroup is gone
+    # first (CI saw OOMKilled false on a container killed at its limit).
+    assert big["ExitCode"] == 137, big
     assert "survived" not in sh(host, "docker logs fo-mem-big")
+    # The limit itself, as the kernel holds it for the container's cgroup
+    # (cgroup v2 file first, then v1's: this machine's kernel runs v1).
+    docker("fo-mem-limit", "--memory 32m --memory-swap 32m")
+    limit = sh(host, "docker exec fo-mem-limit sh -c 'cat /sys/fs/cgroup/memory.max 2>/dev/null"
+                     " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes'")
+    assert limit.strip() == str(32 * 1024 * 1024)
 
 
 def test_containers_on_default_bridge_cannot_reach_each_other(host, docker):
