@@ -11,6 +11,7 @@ fetch the JWKS with fleetops-jwks-sync on their timer (every 15 s in the demo in
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import pathlib
@@ -33,6 +34,7 @@ ISSUER = "https://issuer.fleetops.test"
 RESOURCE = f"https://{VIP}/mcp/time"
 METADATA = f"https://{VIP}/.well-known/oauth-protected-resource/mcp/time"
 AUDIT_LOG = "/var/log/nginx/mcp-audit.json"
+VERIFIED_DIR = "/run/fleetops-oauth-verified"
 JWKS_ON_LB = "/var/lib/fleetops-test-issuer/www/jwks.json"
 # The demo's refresh interval (nginx_lb_oauth_jwks_refresh).
 REFRESH_S = 15
@@ -151,6 +153,12 @@ def test_each_call_is_one_audit_line_naming_the_subject_never_the_token():
         (f"{subject}@test-issuer", "time", "get_current_time", "77", "ok")], lines
     signature = value.split(".")[2]
     assert signature not in text and signature not in lb.file("/var/log/nginx/mcp-access.json").content_string
+    # Its signature was recorded as verified under the token's SHA-256: the workers' own directory, no token there.
+    verified = lb.file(VERIFIED_DIR)
+    assert (verified.user, verified.group, verified.mode) == ("www-data", "www-data", 0o700)
+    record = lb.file(f"{VERIFIED_DIR}/{hashlib.sha256(value.encode()).hexdigest()}")
+    assert record.is_file and record.mode == 0o600 and json.loads(record.content_string)["kid"] == "rsa-1"
+    assert lb.run(f"grep -rqF -e {signature} -e {subject} {VERIFIED_DIR}").rc == 1
 
 
 def _write(host, path: str, data: bytes, mode: str = "0644") -> None:
@@ -224,12 +232,16 @@ def test_a_rotated_issuer_key_is_accepted_within_the_refresh_interval_without_a_
     workers = {name: _workers(name) for name in LBS}
     rotated = jwt(subject="rotor", kid="ec-2")
     assert _call(rotated)[0] == 401
+    # A token of the key to be dropped, accepted (its signature recorded as verified on lb-1) before.
+    dropped = jwt(subject="dropped", kid="ec-1")
+    assert _call(dropped, where=container_ip("lb-1"))[0] == 200
     try:
         _publish_jwks(["rsa-1", "ec-2"])
         took = _accepted_everywhere(rotated, REFRESH_S + 15)
         print(f"rotated key accepted on both load balancers after {took:.1f} s (refresh interval {REFRESH_S} s)")
-        # The key the issuer dropped is refused as soon.
+        # The key the issuer dropped is refused as soon, for a new token and for the one already seen.
         assert _call(jwt(kid="ec-1"), where=container_ip("lb-1"))[0] == 401
+        assert _call(dropped, where=container_ip("lb-1"))[0] == 401
     finally:
         _publish_jwks(["rsa-1", "ec-1"])
         _accepted_everywhere(jwt(kid="ec-1"), REFRESH_S + 15)

@@ -11,6 +11,7 @@ them, in its format. Skipped where nginx, njs or root is missing, as the gateway
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import http.server
 import json
@@ -69,6 +70,10 @@ def oauth_gw(tmp_path_factory):
     # nginx's workers (www-data) read the keys on each request: a directory they can reach.
     keys_dir = pathlib.Path(tempfile.mkdtemp(prefix="fleetops-oauth-keys-", dir="/tmp"))
     keys_dir.chmod(0o755)
+    # Where the workers record verified signatures: theirs alone, as the role makes it.
+    verified_dir = pathlib.Path(tempfile.mkdtemp(prefix="fleetops-oauth-verified-", dir="/tmp"))
+    shutil.chown(verified_dir, "www-data", "www-data")
+    verified_dir.chmod(0o700)
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     _write_keys(keys_dir, [(rsa_key, "rsa-1", "RS256"), (ec_key, "ec-1", "ES256")])
@@ -91,14 +96,16 @@ def oauth_gw(tmp_path_factory):
     conf = render(out_dir, backend_port=port, nginx_lb_listen_port=listen, nginx_lb_status_listen=f"127.0.0.1:{status}",
                   nginx_lb_mcp_servers=servers, nginx_lb_clients=clients,
                   nginx_lb_oauth_issuers=issuers, nginx_lb_oauth_resource_base_url=BASE,
-                  _nginx_lb_oauth_keys_dir=str(keys_dir),
+                  _nginx_lb_oauth_keys_dir=str(keys_dir), _nginx_lb_oauth_verified_dir=str(verified_dir),
                   nginx_lb_ip_rate_per_minute=6000, nginx_lb_ip_burst=500)
     try:
         with running_nginx(out_dir, conf, listen, backends):
-            yield {"port": listen, "dir": out_dir, "keys_dir": keys_dir, "backends": backends, "rsa": rsa_key,
+            yield {"port": listen, "dir": out_dir, "keys_dir": keys_dir, "verified_dir": verified_dir,
+                   "backends": backends, "rsa": rsa_key,
                    "ec": ec_key, "backend_port": port, "tag_key": _oauth.tag_key(KEY), "conf": conf}
     finally:
         shutil.rmtree(keys_dir, ignore_errors=True)
+        shutil.rmtree(verified_dir, ignore_errors=True)
 
 
 def _token(gw, server="reference", subject="alice", scope="mcp:use", key="rsa", **extra):
@@ -294,12 +301,54 @@ def test_a_rotated_key_is_used_at_once_without_a_reload_and_a_removed_one_is_ref
     rotated = issuer.mint(new, "ec-2", claims)
     old = issuer.mint(oauth_gw["ec"], "ec-1", claims)
     try:
+        # The old key's token is accepted (its signature recorded as verified) until its key goes.
+        assert _call(oauth_gw, "/mcp/reference-stateless", old)[0] == 200
         assert _call(oauth_gw, "/mcp/reference-stateless", rotated)[0] == 401
         _write_keys(oauth_gw["keys_dir"], [(oauth_gw["rsa"], "rsa-1", "RS256"), (new, "ec-2", "ES256")])
         assert _call(oauth_gw, "/mcp/reference-stateless", rotated)[0] == 200
         assert _call(oauth_gw, "/mcp/reference-stateless", old)[0] == 401
     finally:
         _write_keys(oauth_gw["keys_dir"], [(oauth_gw["rsa"], "rsa-1", "RS256"), (oauth_gw["ec"], "ec-1", "ES256")])
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_signature_is_verified_once_and_its_record_holds_no_token(oauth_gw):
+    token = _token(oauth_gw, "reference-stateless", subject="once", scope="", key="ec")
+    record = oauth_gw["verified_dir"] / _sha256(token)
+    assert not record.exists()
+    assert _call(oauth_gw, "/mcp/reference-stateless", token)[0] == 200
+    assert record.stat().st_mode & 0o777 == 0o600
+    written = record.read_text()
+    entry = json.loads(written)
+    assert entry["kid"] == "ec-1" and entry["alg"] == "ES256" and isinstance(entry["exp"], int)
+    header, claims, signature = token.split(".")
+    assert signature not in written and claims not in written and "once" not in written
+    stamp = record.stat().st_mtime_ns
+    # Recorded, it is not verified (nor written) again; its claims still are, on each request.
+    assert _call(oauth_gw, "/mcp/reference-stateless", token)[0] == 200
+    assert record.stat().st_mtime_ns == stamp
+    elsewhere = _call(oauth_gw, "/mcp/reference", token)
+    assert elsewhere[0] == 401 and 'error_description="wrong audience"' in elsewhere[1]["www-authenticate"]
+    # A recording that names a key the issuer's keys do not hold (here: another key under the same kid)
+    # is not trusted: the token is verified against the keys there are, and refused.
+    other = ec.generate_private_key(ec.SECP256R1())
+    try:
+        _write_keys(oauth_gw["keys_dir"], [(oauth_gw["rsa"], "rsa-1", "RS256"), (other, "ec-1", "ES256")])
+        refused = _call(oauth_gw, "/mcp/reference-stateless", token)
+        assert refused[0] == 401 and 'error_description="bad signature"' in refused[1]["www-authenticate"]
+    finally:
+        _write_keys(oauth_gw["keys_dir"], [(oauth_gw["rsa"], "rsa-1", "RS256"), (oauth_gw["ec"], "ec-1", "ES256")])
+    assert _call(oauth_gw, "/mcp/reference-stateless", token)[0] == 200
+
+
+def test_a_forged_token_leaves_no_record(oauth_gw):
+    forged = issuer.mint(ec.generate_private_key(ec.SECP256R1()), "ec-1",
+                         issuer.claims(ISSUER, f"{BASE}/mcp/reference-stateless", "forger", ""))
+    assert _call(oauth_gw, "/mcp/reference-stateless", forged)[0] == 401
+    assert not (oauth_gw["verified_dir"] / _sha256(forged)).exists()
 
 
 # ---- sessions ---------------------------------------------------------------
