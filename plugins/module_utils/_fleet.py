@@ -626,8 +626,9 @@ def lb_routes(servers, backends):
     ``backends`` is a list of ``{"host": inventory name, "address": IP or
     name}`` for the Docker hosts. Each route lists every replica on every
     host that runs the server, with its tag and its own upstream name (for
-    session pinning), plus the pool upstream for new sessions and
-    stateless servers.
+    session pinning; a failover server's members name the pool, which
+    lists the active host only), plus the pool upstream for new sessions
+    and stateless servers.
     """
     backend_addresses(backends)
     routes = []
@@ -645,7 +646,10 @@ def lb_routes(servers, backends):
                     "port": container["host_port"],
                     "container": container["name"],
                     "tag": tag,
-                    "upstream": "%s_%s" % (upstream, tag),
+                    # A failover server's session is pinned to the pool, which holds the active host only: a
+                    # session opened on the old active gets 404 from the new one (and none reaches a fenced
+                    # or unrouted host), never the old active behind the failover's back.
+                    "upstream": upstream if server["failover"] else "%s_%s" % (upstream, tag),
                 })
         if not members:
             raise ValueError("mcp server %r: no Docker host in the backends runs it" % server["name"])

@@ -26,7 +26,7 @@ import uuid
 
 import pytest
 
-from ansible_collections.fleetops.mcp.plugins.module_utils import _lb_clients
+from ansible_collections.fleetops.mcp.plugins.module_utils import _failover, _lb_clients
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "nginx_lb"
@@ -223,6 +223,32 @@ def test_nginx_accepts_the_rendered_configuration(rendered, tmp_path):
     (tmp_path / "auth.js").write_text((pathlib.Path(re.search(r"js_import fleetops_auth from (\S+);",
                                                               rendered).group(1))).read_text())
     _nginx_t(tmp_path, rendered)
+
+
+def test_a_failover_servers_sessions_are_pinned_to_its_pool_and_nginx_accepts_every_route_the_agent_writes(tmp_path):
+    # A sessioned failover server: its pool lists the active host only (the failover include), and a session
+    # opened on either host is pinned to that pool, never to a host of its own (a fenced or unrouted old
+    # active would otherwise keep its sessions behind the failover's back).
+    servers = [{"name": "memory", "image": "m:1", "host_port": 18300,
+                "failover": {"primary": "ms-1", "standby": "ms-2"}}]
+    conf = render(tmp_path / "lb", nginx_lb_mcp_servers=servers)
+    assert "include %s/memory.conf;" % (tmp_path / "lb" / "failover") in conf
+    assert not re.search(r"upstream mcp_memory_b[0-9a-f]{10} \{", conf)
+    pins = re.findall(r'^\s+"[^":~]*:b[0-9a-f]{10}" (\S+);$', _map_body(conf, "fleetops_mcp_pin_memory"), re.M)
+    assert pins and set(pins) == {"mcp_memory"} and len(pins) == len(TOKENS) * len(BACKEND_ADDRESSES)
+    (tmp_path / "auth.js").write_text(pathlib.Path(re.search(r"js_import fleetops_auth from (\S+);", conf).group(1))
+                                      .read_text())
+    # Every text the failover agent may write there: each host's route (routes.json), and no host at all.
+    from script_loader import load_script
+
+    agent = load_script(ROOT / "roles/mcp_failover/files/fleetops-failover", "fleetops_failover")
+    backends = [{"host": "ms-%d" % (i + 1), "address": a} for i, a in enumerate(BACKEND_ADDRESSES)]
+    routes = _failover.route_files(servers, backends)["memory"]
+    assert sorted(routes) == ["ms-1", "ms-2"]
+    (tmp_path / "lb" / "failover").mkdir(exist_ok=True)
+    for text in [*routes.values(), agent.unrouted_text("memory")]:
+        (tmp_path / "lb" / "failover" / "memory.conf").write_text(text)
+        _nginx_t(tmp_path, conf)
 
 
 # ---- a running gateway ------------------------------------------------------
