@@ -57,6 +57,18 @@ OVERVIEW = [
 
 OPERATIONS = [
     ("Replicas up", "stat", "none", [(f'sum by (server) (up{{job="mcp_server", {S}}})', "{{server}}")], ""),
+    # Stateful servers with failover (the mcp_failover daemon's metrics): where each runs, how old the
+    # standby's copy is, and when it last failed over.
+    ("Failover: active host", "stat", "none",
+     [(f'max by (server, host) (fleetops_failover_active{{{S}}}) == 1', "{{server}} on {{host}}")],
+     "The Docker host that serves each failover server now (playbooks/failover_status.yml says the same)."),
+    ("Failover: standby's copy age", "stat", "s",
+     [(f'time() - max by (server) (fleetops_failover_standby_synced_timestamp_seconds{{{S}}})', "{{server}}")],
+     ("Age of the data the standby would promote (its newest complete replication push); about the sync"
+      " interval when replication works, and the McpReplicationFailing alert fires when it does not.")),
+    ("Failover: last failover", "stat", "dateTimeFromNow",
+     [(f'max by (server) (fleetops_failover_last_failover_timestamp_seconds{{{S}}}) * 1000', "{{server}}")],
+     "When the standby last took over (1970: never); the McpFailoverHappened alert fires for 15 minutes after."),
     ("Tool calls per second by tool", "timeseries", "reqps",
      [(f'sum by (server, tool) (rate({CALLS}{{{S}}}[{RI}]))', "{{server}} {{tool}}")],
      "At the gateway, for every server; calls no server answered are under tool \"-\"."),

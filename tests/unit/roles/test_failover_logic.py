@@ -4,6 +4,8 @@ and the replication push (fake docker/rsync/nginx; the real ones run in the back
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import pytest
@@ -69,9 +71,63 @@ def test_fence_then_promote_then_route_in_that_order():
     assert [e["event"] for e in events][-3:] == ["failover_started", "fenced", "failover_done"]
 
 
-def test_an_unreachable_old_host_is_fenced_by_routing():
-    state, _ = run(Fake([False] * 3, fence="unreachable"), 3)
+def test_an_unreachable_old_host_is_fenced_by_routing_to_no_host_before_the_standby_starts():
+    actions = Fake([False] * 3, fence="unreachable")
+    state, events = run(actions, 3)
     assert state.active == "dh-2"
+    # Every load balancer stops routing to the old active (route to None) and confirms, then the standby
+    # starts, then the load balancers route to it.
+    assert [c for c in actions.calls if c[0] not in ("probe", "status")] == [
+        ("fence", "dh-1"), ("route", None), ("promote", "dh-2"), ("route", "dh-2")]
+    assert {"event": "unrouted", "server": "memory", "host": "dh-1", "unconfirmed_load_balancers": []} in events
+
+
+class Partitioned(Fake):
+    """The old active's host does not answer the controller; lb-2 does not answer either at first."""
+
+    load_balancers = ["lb-1", "lb-2"]
+
+    def __init__(self, answers, silent_lbs):
+        super().__init__(answers, fence="unreachable")
+        self.silent_lbs = silent_lbs
+
+    def route(self, server, host, only=None):
+        self.calls.append(("route", host, tuple(only or ())))
+        return [lb for lb in (only or self.load_balancers) if lb in self.silent_lbs]
+
+
+def test_a_load_balancer_that_does_not_confirm_it_stopped_routing_to_the_old_active_blocks_the_promotion():
+    actions = Partitioned([False] * 4, silent_lbs={"lb-2"})
+    state, events = run(actions, 4)
+    # lb-2 may still send clients to the old active: the standby never starts.
+    assert ("promote", "dh-2") not in actions.calls and state.active == "dh-1"
+    aborted = [e for e in events if e["event"] == "failover_aborted"]
+    assert aborted and aborted[-1]["reason"] == "load balancers not confirmed off the old active: lb-2"
+    assert state.unrouted == ("lb-1", "lb-2")
+    # The old active answers again (the partition healed): both load balancers route to it again.
+    actions.answers, actions.silent_lbs = [True], set()
+    ff.step(state, actions, 3, events.append, now=2.0)
+    assert actions.calls[-2] == ("route", "dh-1", ("lb-1", "lb-2")) and state.unrouted == ()
+    assert state.active == "dh-1" and state.failures == 0
+
+
+def test_once_every_load_balancer_confirms_the_standby_takes_over():
+    actions = Partitioned([False] * 4, silent_lbs={"lb-2"})
+    state, events = run(actions, 3)
+    assert state.active == "dh-1"
+    actions.silent_lbs = set()
+    ff.step(state, actions, 3, events.append, now=2.0)
+    assert state.active == "dh-2" and state.generation == 1
+    assert [c for c in actions.calls if c[0] != "probe"][-3:] == [
+        ("route", None, ()), ("promote", "dh-2"), ("route", "dh-2", ())]
+
+
+def test_a_standby_that_does_not_start_after_unrouting_leaves_the_old_active_to_be_routed_back():
+    actions = Partitioned([False] * 3, silent_lbs=set())
+    actions.promote_result = False
+    state, events = run(actions, 3)
+    assert state.active == "dh-1" and state.unrouted == ("lb-1", "lb-2")
+    assert events[-1] == {"event": "failover_aborted", "server": "memory", "reason": "standby did not start"}
 
 
 def test_a_failed_fence_never_promotes():
@@ -365,6 +421,22 @@ def test_route_is_checked_and_a_bad_config_is_put_back(tmp_path):
     assert not any(argv[:2] == ["systemctl", "reload"] for argv in broken.calls)
 
 
+def test_route_to_no_host_writes_a_pool_nginx_answers_502_from(tmp_path):
+    config = agent_config(tmp_path)
+    host = FakeHost()
+    assert ff.agent_handle(["route", "memory", "dh-1"], config, run=host)["result"] == "routed"
+    assert ff.agent_handle(["route", "memory", "-"], config, run=host) == {
+        "server": "memory", "result": "routed", "host": "-"}
+    text = (tmp_path / "memory.conf").read_text()
+    assert text == ff.unrouted_text("memory") and "10.0.0.11" not in text
+    assert [line for line in text.splitlines() if not line.startswith("#")] == ["server 127.0.0.1:9 down;"]
+    # Only for a server routed here.
+    import pytest
+
+    with pytest.raises(ff.Refused):
+        ff.agent_handle(["route", "other", "-"], config, run=host)
+
+
 def test_the_role_seeds_a_route_through_the_agent_and_reloads_only_a_running_nginx(tmp_path):
     import re
     import subprocess
@@ -548,3 +620,156 @@ def test_the_include_directory_comes_from_the_command_line_and_must_be_absolute(
                 ["--include-dir", "/srv/fail over"]):
         with pytest.raises(ff.Refused, match="--include-dir needs an absolute directory path"):
             ff.split_include_dir(bad)
+
+
+def test_the_standbys_agent_reports_when_its_copy_was_taken_and_the_status_report_gives_ages(tmp_path):
+    config = agent_config(tmp_path)
+    host = FakeHost(running=False)
+    # No complete replica yet: no time.
+    assert ff.agent_handle(["status", "memory"], config, run=host) == {
+        "server": "memory", "running": False, "synced": None}
+    root = tmp_path / "replica" / "memory"
+    (root / "a" / "memory-data").mkdir(parents=True)
+    (root / "a.synced").write_text("1000.5\n")
+    (root / "b").mkdir()
+    (root / "b.synced").write_text("1010.25\n")
+    assert ff.agent_handle(["status", "memory"], config, run=host)["synced"] == 1010.25
+
+    # The daemon keeps the standby's answer, publishes it, and the status verb turns it into ages.
+    class Reporting(Fake):
+        def status(self, server, host):
+            self.synced = {(server, host): 1010.25}
+            return False
+
+    state, _ = run(Reporting([True]), 1)
+    assert state.standby_synced == 1010.25
+    text = ff.metrics_text([state])
+    assert 'fleetops_failover_standby_synced_timestamp_seconds{server="memory",host="dh-2"} 1010.250' in text
+    assert 'fleetops_failover_last_failover_timestamp_seconds{server="memory"} 0.000' in text
+    report = ff.status_report([state], now=1030.25)["servers"]["memory"]
+    assert report["standby_copy_age_seconds"] == 20.0 and report["last_failover_age_seconds"] is None
+    assert (report["active"], report["standby"]) == ("dh-1", "dh-2")
+    # After a failover the new standby has no copy of the new active's data until its first push.
+    state, _ = run(Reporting([False] * 3), 3)
+    assert state.standby_synced is None and state.last_failover == 1.0
+    assert ff.status_report([state], now=11.0)["servers"]["memory"]["last_failover_age_seconds"] == 10.0
+
+
+class Moving(Fake):
+    """Fake actions for a planned switchover; ``fail`` names the step that fails."""
+
+    def __init__(self, fail=None, fence="stopped"):
+        super().__init__([], fence=fence, promote=fail != "promote")
+        self.fail = fail
+
+    def handoff(self, server, host):
+        self.calls.append(("handoff", host))
+        return self.fail != "handoff"
+
+    def resume(self, server, host):
+        self.calls.append(("resume", host))
+        return True
+
+
+def _switch(actions, target="dh-2"):
+    state = ff.ServerState("memory", active="dh-1", standby="dh-2", generation=3, standby_synced=5.0)
+    events = []
+    ff.switchover(state, actions, target, events.append, request="r1", now=9.0)
+    return state, events
+
+
+def test_a_switchover_stops_the_active_hands_its_data_over_then_starts_and_routes_the_standby():
+    actions = Moving()
+    state, events = _switch(actions)
+    assert actions.calls == [("fence", "dh-1"), ("handoff", "dh-1"), ("promote", "dh-2"), ("route", "dh-2")]
+    assert (state.active, state.standby, state.generation, state.failovers) == ("dh-2", "dh-1", 4, 0)
+    assert state.standby_synced is None
+    assert [e["event"] for e in events] == ["switchover_started", "switchover_done"]
+    assert all(e["request"] == "r1" for e in events)
+
+
+@pytest.mark.parametrize("fail, fence, calls, reason", [
+    ("handoff", "stopped", [("fence", "dh-1"), ("handoff", "dh-1"), ("resume", "dh-1")],
+     "the last copy to dh-2 failed"),
+    ("promote", "stopped", [("fence", "dh-1"), ("handoff", "dh-1"), ("promote", "dh-2"), ("fence", "dh-2"),
+                            ("resume", "dh-1")], "dh-2 did not start"),
+    (None, "unreachable", [("fence", "dh-1")], "the active dh-1 did not stop (unreachable)"),
+    (None, "failed", [("fence", "dh-1"), ("resume", "dh-1")], "the active dh-1 did not stop (failed)"),
+])
+def test_a_switchover_step_that_fails_puts_the_old_active_back(fail, fence, calls, reason):
+    actions = Moving(fail, fence=fence)
+    state, events = _switch(actions)
+    assert actions.calls == calls
+    assert (state.active, state.generation) == ("dh-1", 3)
+    assert events[-1]["event"] == "switchover_aborted" and events[-1]["reason"] == reason
+
+
+def test_a_switchover_only_goes_to_the_standby():
+    actions = Moving()
+    state, events = _switch(actions, target="dh-9")
+    assert actions.calls == [] and state.active == "dh-1"
+    assert events == [{"event": "switchover_aborted", "server": "memory", "request": "r1",
+                       "reason": "dh-9 is not the standby of memory (the standby is dh-2)"}]
+
+
+def test_handoff_pushes_a_stopped_containers_volumes_unpaused_and_resume_starts_without_the_replica(tmp_path):
+    config = agent_config(tmp_path)
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "volume" / "memory.jsonl").write_text("last writes\n")
+    assert ff.agent_handle(["handoff", "memory"], config, run=FakeHost(running=True))["error"] == \
+        "the container runs: fence it first"
+    host = FakeHost(running=False)
+    assert ff.agent_handle(["handoff", "memory"], config, run=host)["result"] == "synced"
+    assert (tmp_path / "outbox" / "memory" / "memory-data" / "memory.jsonl").read_text() == "last writes\n"
+    assert not any(c[:2] in (["docker", "pause"], ["docker", "unpause"]) for c in host.calls)
+    # resume: docker start and nothing else (no rsync of a replica into the volumes).
+    host = FakeHost(running=False)
+    assert ff.agent_handle(["resume", "memory"], config, run=host) == {"server": "memory", "result": "started"}
+    assert host.calls == [["docker", "start", "mcp-memory-1"]]
+    for words in (["handoff"], ["handoff", "memory", "x"], ["resume", "other"]):
+        with pytest.raises(ff.Refused):
+            ff.agent_handle(words, config, run=FakeHost())
+
+
+def test_the_switchover_request_reaches_the_daemon_once_and_its_answer_comes_back(tmp_path):
+    config = {"servers": [{"name": "memory"}], "request_dir": str(tmp_path / "requests"),
+              "event_log": str(tmp_path / "events.jsonl")}
+    with pytest.raises(ff.Refused):
+        ff.ask_switchover(config, "other", "dh-2", 1)
+    clock = iter(range(1000, 2000))
+
+    def daemon_turn(_seconds):
+        # The daemon takes the request (once) and logs its outcome with the request's id.
+        request = ff.take_request(config, "memory")
+        assert request is not None and request["to"] == "dh-2"
+        assert ff.take_request(config, "memory") is None
+        with open(config["event_log"], "a", encoding="utf-8") as log:
+            log.write(json.dumps({"ts": 1500.0, "event": "switchover_done", "server": "memory",
+                                  "request": request["id"], "active": "dh-2"}) + "\n")
+
+    answer = ff.ask_switchover(config, "memory", "dh-2", 60, clock=lambda: float(next(clock)), sleep=daemon_turn)
+    assert answer["event"] == "switchover_done" and answer["active"] == "dh-2"
+    assert oct((tmp_path / "requests").stat().st_mode & 0o777) == "0o700"
+    # Nobody answers: the caller hears so.
+    quiet = iter(range(3000, 4000))
+    answer = ff.ask_switchover(config, "memory", "dh-2", 5, clock=lambda: float(next(quiet)), sleep=lambda s: None)
+    assert answer["event"] == "switchover_unanswered" and "fleetops-failover.service" in answer["reason"]
+
+
+def test_the_daemon_takes_a_switchover_request_instead_of_probing_and_saves_the_move(tmp_path):
+    config = {"state_file": str(tmp_path / "state.json"), "event_log": str(tmp_path / "events.jsonl"),
+              "request_dir": str(tmp_path / "requests"), "interval": 0, "failures": 3, "load_balancers": ["lb-1"],
+              "servers": [{"name": "memory", "primary": "dh-1", "standby": "dh-2"}]}
+    (tmp_path / "failover.json").write_text(json.dumps(config))
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests" / "memory.json").write_text(json.dumps({"id": "q1", "to": "dh-2"}))
+    fake = Moving()
+    daemon = ff.Daemon(str(tmp_path / "failover.json"), actions_factory=lambda c: fake, sleep=lambda s: None,
+                       out=io.StringIO())
+    daemon.run(cycles=1)
+    assert ("probe", "dh-1") not in fake.calls and ("handoff", "dh-1") in fake.calls
+    assert not (tmp_path / "requests" / "memory.json").exists()
+    saved = json.loads((tmp_path / "state.json").read_text())["servers"]["memory"]
+    assert (saved["active"], saved["generation"], saved["failovers"]) == ("dh-2", 1, 0)
+    done = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()][-1]
+    assert done["event"] == "switchover_done" and done["request"] == "q1"
