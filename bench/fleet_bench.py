@@ -18,6 +18,12 @@
 4. Failed calls during a rolling update of the reference server
    (playbooks/rolling_update.yml, host by host) under steady load through the
    VIP, and during the rollout back to the declared image.
+5. Failover of the stateful server `memory` (server-memory behind the stdio
+   bridge, in sessions) under load through the VIP: its active container
+   stopped, the daemon's detection time, the longest stretch without a
+   successful call and the failed calls; then the planned failback
+   (fleetops-failover switchover, as playbooks/failback.yml asks it) under
+   the same load.
 
 Only the demo's own containers are contacted. --skip-converge measures a
 running demo (parts 2 to 4) without rebuilding it.
@@ -150,6 +156,25 @@ def oauth_rows(args, static_token: str, ca: str) -> list[tuple[str, str]]:
     return rows
 
 
+def stateful_rows(args, token: str, ca: str) -> list[tuple[str, str]]:
+    """The stateful server (memory: third-party, stdio, sessioned; the demo's only failover server): its
+    active container stopped under load, then the planned failback under the same load."""
+    print("bench: memory failover and failback under load ...", flush=True)
+    memory = lb_bench.Target("https", args.vip, 443, "/mcp/memory", token, ca, "read_graph", {}, b"entities",
+                             handshake=True)
+    f = lb_bench.measure_stateful_failover(memory, "memory", "mcp-memory-1", 2, args.failover_duration + 10)
+    detected = f"detected after {f['detected_s']:.1f} s, " if f["detected_s"] is not None else "no failover seen, "
+    label = f"memory (third-party, stdio, sessions) failover {f['from']} -> {f['to']}, container stopped (2 workers)"
+    return [
+        (label, (f"{detected}{f['outage_s']:.1f} s without a successful call, {f['failed']} failed of "
+                 f"{f['calls']} calls")),
+        (f"memory failback to {f['back_on']} (planned switchover, nothing lost)",
+         (f"{f['back_outage_s']:.1f} s without a successful call, {f['back_failed']} failed of "
+          f"{f['back_calls']} calls, switchover {f['back_took_s']:.1f} s")),
+        ("failover controller takeover", "not measured: one controller (issue 15, not built yet)"),
+    ]
+
+
 def print_table(rows: list[tuple[str, str]]) -> None:
     width = max(len(name) for name, _ in rows)
     print(f"\nfleetops.mcp fleet bench, one run on: {machine()}\n")
@@ -166,7 +191,13 @@ def main() -> int:
     parser.add_argument("--rollout-workers", type=int, default=4)
     parser.add_argument("--oauth-only", action="store_true",
                         help="only the JWT / static token comparison, on the running demo")
+    parser.add_argument("--failover-only", action="store_true",
+                        help="only the stateful server's failover and failback (part 5), on the running demo")
     args = parser.parse_args()
+    if args.failover_only:
+        token, _ = lb_bench.targets(args)
+        print_table(stateful_rows(args, token.token, str(lb_bench.CACHE / "pki" / "ca.crt")))
+        return 0
     if args.oauth_only:
         token, _ = lb_bench.targets(args)
         print_table(oauth_rows(args, token.token, str(lb_bench.CACHE / "pki" / "ca.crt")))
@@ -256,6 +287,7 @@ def main() -> int:
         rows.append((f"{label} ({args.rollout_workers} workers, sessionless tools/call on reference)",
                      f"{failed} failed of {len(results)} calls, rollout {took:.0f} s"))
 
+    rows.extend(stateful_rows(args, vip.token, ca))
     print_table(rows)
     return 0
 

@@ -238,6 +238,67 @@ def measure_vip_failover(vip: Target, address: str, concurrency: int, duration: 
             "back_on": settled_holder(address), "calls": len(results)}
 
 
+FAILOVER_CONTROLLER = "mon-1"
+FAILOVER_STATE = "/var/lib/fleetops/failover/state.json"
+FAILOVER_EVENTS = "/var/log/fleetops/failover.jsonl"
+
+
+def failover_state(server: str) -> dict:
+    out = subprocess.run(["docker", "exec", FAILOVER_CONTROLLER, "cat", FAILOVER_STATE], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out)["servers"][server]
+
+
+def failover_events(since: float) -> list[dict]:
+    out = subprocess.run(["docker", "exec", FAILOVER_CONTROLLER, "cat", FAILOVER_EVENTS], capture_output=True,
+                         text=True, check=False).stdout
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [e for e in events if e.get("ts", 0) >= since]
+
+
+def _outage(results, since: float, until: float) -> float:
+    """The longest stretch after ``since`` in which no call completed successfully."""
+    done = sorted(s + lat for s, lat, ok in results if ok and since <= s + lat <= until)
+    points = [since] + done
+    return max((b - a for a, b in itertools.pairwise(points)), default=until - since)
+
+
+def measure_stateful_failover(target: Target, server: str, container: str, concurrency: int,
+                              duration: float) -> dict:
+    """A failover server under load: its active host's container stopped (the daemon fails it over), then,
+    under the same load, moved back by a planned switchover (playbooks/failback.yml's request)."""
+    before = failover_state(server)
+    marks = {}
+
+    def stop():
+        marks["stop"], marks["stop_wall"] = time.monotonic(), time.time()
+        docker_exec(before["active"], "docker", "stop", "-t", "5", container)
+
+    failed = run_load(target, concurrency, duration, timeout=5.0, events=[(5.0, stop)])
+    after = failover_state(server)
+    started = [e for e in failover_events(marks["stop_wall"] - 1)
+               if e.get("server") == server and e["event"] == "failover_started"]
+    end = max(s + lat for s, lat, _ in failed)
+    figures = {"from": before["active"], "to": after["active"], "calls": len(failed),
+               "failed": sum(1 for s, _, ok in failed if s >= marks["stop"] and not ok),
+               "outage_s": _outage(failed, marks["stop"], end),
+               "detected_s": (started[0]["ts"] - marks["stop_wall"]) if started else None}
+
+    def switch_back():
+        marks["back"] = time.monotonic()
+        subprocess.run(["docker", "exec", FAILOVER_CONTROLLER, "/usr/local/sbin/fleetops-failover", "switchover",
+                        server, before["active"], "120"], capture_output=True, check=False)
+        marks["back_done"] = time.monotonic()
+
+    back = run_load(target, concurrency, duration, timeout=5.0, events=[(3.0, switch_back)])
+    end = max(s + lat for s, lat, _ in back)
+    figures.update({"back_on": failover_state(server)["active"], "back_calls": len(back),
+                    "back_failed": sum(1 for s, _, ok in back if s >= marks["back"] and not ok),
+                    "back_outage_s": _outage(back, marks["back"], end),
+                    "back_took_s": marks["back_done"] - marks["back"]})
+    return figures
+
+
 def targets(args) -> tuple[Target, Target]:
     token = (CACHE / "demo-tokens" / args.client).read_text().strip()
     ca = str(CACHE / "pki" / "ca.crt")

@@ -33,7 +33,7 @@ ALERTMANAGER = "http://172.30.214.31:9093"
 MON = "mon-1"
 DH = "ms-1"
 DHS = ["ms-1", "ms-2"]
-SERVERS = ["reference", "reference-stateless", "time", "everything"]
+SERVERS = ["reference", "reference-stateless", "time", "everything", "memory"]
 WEBHOOK_LOG = "/var/log/fleetops-test-webhook.jsonl"
 # Prometheus and Alertmanager ask for basic auth (this machine is an operator, firewall_operator_cidrs): the
 # inventory's test-only user, its password made on first use (inventories/local/group_vars/monitors.yml).

@@ -8,15 +8,12 @@ rolling update is last because it leaves the reference server on a new image.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import re
-import threading
 import time
 
 from fleetops_testlib import container_host, docker_inspect, run_playbook
-from lbha import VIP, session, tls_context, token, whoami
+from lbha import SteadyLoad, session, whoami
 
 ARCHIVES = "/var/backups/fleetops"
 LB_PATHS = ["/etc/nginx", "/etc/keepalived"]
@@ -92,60 +89,6 @@ def test_a_load_balancer_that_lost_its_disk_is_restored_from_the_backup_host_byt
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
-
-
-class SteadyLoad:
-    """Workers sending sessionless (2026-07-28) tools/call requests through the VIP, one POST each."""
-
-    def __init__(self, workers: int = 3, server: str = "reference"):
-        self.path, self.token = f"/mcp/{server}", token("bench-agent")
-        self.stop, self.lock = threading.Event(), threading.Lock()
-        self.ok, self.failed = 0, []
-        self.threads = [threading.Thread(target=self.work, args=(i,)) for i in range(workers)]
-
-    def call(self, conn, n: int) -> None:
-        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-                "io.modelcontextprotocol/clientInfo": {"name": "fleet-test", "version": "1"}}
-        text = f"steady {n}"
-        body = json.dumps({"jsonrpc": "2.0", "id": n, "method": "tools/call",
-                           "params": {"name": "echo", "arguments": {"text": text}, "_meta": meta}})
-        conn.request("POST", self.path, body=body, headers={
-            "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
-            "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "echo",
-            "Authorization": f"Bearer {self.token}"})
-        response = conn.getresponse()
-        data = response.read()
-        if response.status != 200 or text.encode() not in data:
-            raise RuntimeError(f"HTTP {response.status}: {data[:160]!r}")
-
-    def work(self, index: int) -> None:
-        conn, n = None, 0
-        while not self.stop.is_set():
-            n += 1
-            try:
-                if conn is None:
-                    conn = http.client.HTTPSConnection(VIP, 443, timeout=10, context=tls_context())
-                self.call(conn, index * 1_000_000 + n)
-                with self.lock:
-                    self.ok += 1
-            except Exception as exc:  # noqa: BLE001 (a failed call is what this counts)
-                with self.lock:
-                    self.failed.append(f"{time.strftime('%H:%M:%S')} {exc!r}")
-                if conn is not None:
-                    conn.close()
-                conn = None
-            time.sleep(0.05)
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
 
 
 def test_a_rolling_update_under_steady_load_fails_no_call():

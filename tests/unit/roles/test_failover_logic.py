@@ -613,6 +613,35 @@ def test_the_daemon_speaks_to_agents_with_pinned_keys_and_reads_unreachable_as_n
     assert broken.fence("memory", "dh-1") == "failed" and broken.status("memory", "dh-1") is None
 
 
+def test_every_load_balancer_is_switched_at_once_and_the_ones_that_did_not_answer_are_named():
+    import subprocess
+    import threading
+    import time
+
+    config = {"ssh": {"key": "/k", "known_hosts": "/kh", "connect_timeout": 3, "user": "root"},
+              "hosts": {"lb-1": "10.0.0.21", "lb-2": "10.0.0.22", "lb-3": "10.0.0.23"},
+              "load_balancers": ["lb-1", "lb-2", "lb-3"], "servers": [{"name": "memory"}]}
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def run(argv, **_):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.3)
+        with lock:
+            inside[0] -= 1
+        if "10.0.0.22" in argv:
+            return subprocess.CompletedProcess(argv, 255, "", "timed out")
+        return subprocess.CompletedProcess(argv, 0, '{"result": "routed"}\n', "")
+
+    actions = ff.SshActions(config, run=run)
+    assert actions.route("memory", "dh-2") == ["lb-2"]
+    # All three sessions were open at the same time: the switch takes as long as the slowest one.
+    assert most[0] == 3
+    assert actions.route("memory", None, only=["lb-3"]) == [] and actions.load_balancers == ["lb-1", "lb-2", "lb-3"]
+
+
 def test_the_include_directory_comes_from_the_command_line_and_must_be_absolute():
     assert ff.split_include_dir(["memory", "dh-2"]) == (ff.INCLUDE_DIR, ["memory", "dh-2"])
     assert ff.split_include_dir(["--include-dir", "/srv/failover/", "memory", "dh-2"]) == ("/srv/failover", ["memory", "dh-2"])
@@ -773,3 +802,4 @@ def test_the_daemon_takes_a_switchover_request_instead_of_probing_and_saves_the_
     assert (saved["active"], saved["generation"], saved["failovers"]) == ("dh-2", 1, 0)
     done = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()][-1]
     assert done["event"] == "switchover_done" and done["request"] == "q1"
+

@@ -1,0 +1,346 @@
+"""Failover of a stateful, sessioned MCP server in the whole fleet, seen as clients see it.
+
+@modelcontextprotocol/server-memory (npm, behind fleetops-stdio-bridge) keeps its knowledge graph in
+the memory-data volume. It runs on ms-1; ms-2 holds a copy pushed every 10 s; mon-1 runs the failover
+daemon (inventories/local/group_vars/all/failover.yml: a probe every 2 s, failover after 3 failures,
+a 2 s probe timeout). Clients reach it as they reach every server here: through the VIP, both load
+balancers, TLS with the demo CA and a client token.
+
+These tests run in this order: the server's shape through the gateway, a failover under steady load
+(the primary's container stopped), the status playbook, the failback to the primary with every write
+of the outage, and a partition between the controller and the primary while clients still reach it.
+The server stays on ms-2 afterwards: the later tests (a playbook re-run by tag changing nothing, the
+dashboards' queries with data) run on a fleet that has failed over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import time
+import uuid
+
+from fleetops_testlib import container_host, container_ip, run_playbook
+from lbha import LBS, VIP, SteadyLoad, discover_body, discover_headers, lb_host, raw, sdk_call, session
+
+MS1, MS2, MON = "ms-1", "ms-2", "mon-1"
+STATE = "/var/lib/fleetops/failover/state.json"
+EVENTS = "/var/log/fleetops/failover.jsonl"
+ROUTE = "/etc/nginx/fleetops-failover/memory.conf"
+REPLICA_ROOT = "/var/lib/fleetops/failover/replica/memory"
+CONTAINER = "mcp-memory-1"
+PORT = 18300
+# inventories/local/group_vars/all/failover.yml: 3 probes 2 s apart, each with a 2 s timeout: the daemon
+# decides at most this long after the active stops answering.
+DETECTION = 3 * 2 + 2
+
+
+def recorded() -> dict:
+    return json.loads(container_host(MON).file(STATE).content_string)["servers"]["memory"]
+
+
+def running(host: str) -> bool:
+    out = container_host(host).run("docker inspect -f '{{.State.Running}}' " + CONTAINER)
+    assert out.rc == 0, out.stderr
+    return out.stdout.strip() == "true"
+
+
+def routed_to() -> dict:
+    """Each load balancer's failover route for memory: the address:port it sends clients to."""
+    out = {}
+    for lb in LBS:
+        text = lb_host(lb).file(ROUTE).content_string
+        out[lb] = sorted({word.rstrip(";") for line in text.splitlines() if line.strip().startswith("server ")
+                          for word in line.split()[1:2]})
+    return out
+
+
+def events_since(ts: float) -> list[dict]:
+    lines = container_host(MON).file(EVENTS).content_string.splitlines()
+    return [e for e in map(json.loads, lines) if e["ts"] >= ts]
+
+
+def remember(name: str, fact: str) -> None:
+    result = sdk_call(VIP, "memory", "create_entities",
+                      {"entities": [{"name": name, "entityType": "test", "observations": [fact]}]}, protocol="handshake")
+    assert not result.get("isError"), result
+
+
+def recalled(protocol: str = "auto") -> dict:
+    result = sdk_call(VIP, "memory", "read_graph", {}, protocol=protocol)
+    assert not result.get("isError"), result
+    graph = result.get("structuredContent") or json.loads(result["content"][0]["text"])
+    return {e["name"]: e["observations"] for e in graph["entities"]}
+
+
+def sync_now(host: str) -> None:
+    """Replicate now, with every write made before this call: wait for a run under way (it may have read
+    the data before the last write), then run the unit once."""
+    unit = "fleetops-failover-sync-memory.service"
+    deadline = time.time() + 60
+    while container_host(host).run(f"systemctl show -P ActiveState {unit}").stdout.strip() in ("activating", "deactivating"):
+        assert time.time() < deadline, f"{unit} stayed active on {host} for 60 s"
+        time.sleep(0.5)
+    result = container_host(host).run(f"systemctl start {unit}")
+    assert result.rc == 0, container_host(host).run(f"journalctl -u {unit} -n 5 --no-pager").stdout
+
+
+def wait_for(what: str, check, deadline_s: float, every: float = 0.5):
+    end = time.monotonic() + deadline_s
+    last = None
+    while time.monotonic() < end:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {deadline_s} s (last: {last!r})")
+
+
+def test_the_stateful_server_runs_on_its_primary_only_behind_both_load_balancers_with_tls_and_tokens():
+    state = recorded()
+    assert (state["active"], state["standby"]) == (MS1, MS2)
+    assert running(MS1) and not running(MS2)
+    # Both load balancers route to the active host only.
+    address = f"{container_ip(MS1)}:{PORT}"
+    assert routed_to() == {lb: [address] for lb in LBS}
+    # The gateway's checks hold for it as for every server: no token, no answer.
+    status, _, _ = raw("POST", "/mcp/memory", discover_body(), discover_headers(None))
+    assert status == 401
+    # The server speaks the 2025 handshake only (the SDK's auto mode falls back to it): a session kept open
+    # writes, a new one reads.
+    with_session = session(VIP, "memory")
+    name = f"shape-{uuid.uuid4().hex[:8]}"
+    created = with_session.call_tool("create_entities", {"entities": [
+        {"name": name, "entityType": "test", "observations": ["written in a session"]}]})
+    assert not created.get("isError"), created
+    assert recalled()[name] == ["written in a session"]
+
+
+def test_stopping_the_primary_under_steady_load_fails_over_within_detection_plus_5_s_with_the_synced_data():
+    before = recorded()
+    marker = f"before-failover-{uuid.uuid4().hex[:8]}"
+    remember(marker, "synced before the primary stopped")
+    sync_now(MS1)
+    began = time.time()
+    with SteadyLoad(workers=2, server="memory", tool="read_graph", arguments={}, expect=b"entities",
+                    protocol="handshake") as load:
+        wait_for("steady calls through the VIP", lambda: load.ok >= 10, 30)
+        assert load.failed == [], load.failed[:5]
+        stop = container_host(MS1).run(f"docker stop -t 5 {CONTAINER}")
+        assert stop.rc == 0, stop.stderr
+        stopped, stopped_wall = time.monotonic(), time.time()
+        # The first successful call after the stop is served by the standby (the primary is down).
+        wait_for("a call answered after the primary stopped",
+                 lambda: any(t > stopped for t in list(load.ok_times)), DETECTION + 5 + 30)
+        time.sleep(2)
+    first = min(t for t in load.ok_times if t > stopped)
+    silent = load.longest_gap(min(load.ok_times))
+    # Detection: from the stop to the daemon's decision (its failover_started event; the hosts share a clock).
+    # Switched: both load balancers route to the standby, which answered MCP first (failover_done).
+    mine = [e for e in events_since(began) if e.get("server") == "memory"]
+    detected = next(e for e in mine if e["event"] == "failover_started")["ts"] - stopped_wall
+    switched = next(e for e in mine if e["event"] == "failover_done")["ts"] - stopped_wall
+    print(f"failover under load through the VIP: detected {detected:.1f} s after the primary's container stopped;"
+          f" the load balancers routed to the started standby after {switched:.1f} s; the first call answered"
+          f" after {first - stopped:.1f} s (sessions are new on the standby: 404, then initialize);"
+          f" {silent:.1f} s without a successful call; {len(load.failed)} of {load.ok + len(load.failed)} calls failed")
+    assert 0 < detected <= DETECTION + 2, detected
+    # The standby serves within detection time plus 5 s ...
+    assert switched <= detected + 5, (switched, detected)
+    # ... and a client of this server, whose session ended with the old active, is answered on a new one within
+    # 2 s more (a new session spawns a server process behind the stdio bridge).
+    assert first - stopped <= detected + 7, (first - stopped, detected, load.failed[-5:])
+    # The daemon fenced the old active, promoted the standby, switched both load balancers.
+    state = recorded()
+    assert (state["active"], state["standby"], state["generation"], state["failovers"]) == (
+        MS2, MS1, before["generation"] + 1, before["failovers"] + 1), state
+    assert running(MS2) and not running(MS1)
+    assert routed_to() == {lb: [f"{container_ip(MS2)}:{PORT}"] for lb in LBS}
+    kinds = [e["event"] for e in events_since(began) if e.get("server") == "memory"]
+    assert "failover_started" in kinds and kinds.index("failover_started") < kinds.index("failover_done"), kinds
+    done = next(e for e in events_since(began) if e["event"] == "failover_done")
+    assert done["active"] == MS2 and done["unrouted_load_balancers"] == []
+    # The data of the last sync is there, read through the VIP from the new active.
+    assert recalled()[marker] == ["synced before the primary stopped"]
+
+
+def test_the_status_playbook_names_the_active_host_the_copy_age_and_the_last_failover():
+    # The new active pushes to the old one within its sync interval (10 s), and the daemon learns the copy's
+    # time from the standby's agent at its next probe.
+    wait_for("the standby's copy reported", lambda: recorded().get("standby_synced"), 60)
+    state = recorded()
+    result = run_playbook("../../playbooks/failover_status.yml")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, output[-3000:]
+    assert f"memory: active ms-2, standby ms-1 (generation {state['generation']})" in output, output[-3000:]
+    age = float(output.split("standby copy ", 1)[1].split(" s old", 1)[0])
+    assert 0 <= age <= 40, age
+    last = output.split("last failover ", 1)[1]
+    assert " UTC, " in last and f" s ago ({state['failovers']} by this daemon)" in last, last[:200]
+    assert "last probe of the active answered" in output
+    # A server that does not fail over is named in the refusal.
+    bad = run_playbook("../../playbooks/failover_status.yml", extra_vars={"failover_status_server": "reference"})
+    assert bad.returncode != 0
+    assert "failover_status_server reference is not a failover server of this fleet" in " ".join(
+        (bad.stdout + bad.stderr).split())
+
+
+def volume_file(host: str) -> str:
+    """The memory graph's file on ``host``, in the volume the container mounts at /data."""
+    out = container_host(host).run(
+        "docker inspect -f '{{range .Mounts}}{{if eq .Destination \"/data\"}}{{.Source}}{{end}}{{end}}' " + CONTAINER)
+    assert out.rc == 0 and out.stdout.strip(), out.stderr
+    return out.stdout.strip() + "/memory.jsonl"
+
+
+def sha256(host: str, path: str) -> str:
+    out = container_host(host).run(f"sha256sum {path}")
+    assert out.rc == 0, out.stderr
+    return out.stdout.split()[0]
+
+
+def test_failback_returns_the_role_to_the_primary_with_every_write_of_the_outage_byte_for_byte():
+    before = recorded()
+    assert before["active"] == MS2 and not running(MS1)
+    # Writes during the outage, on ms-2 only: the last one a moment before the failback, after any sync.
+    outage = [f"during-outage-{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
+    for name in outage:
+        remember(name, "written while the primary was down")
+    # Check mode says what would move and moves nothing.
+    check = run_playbook("../../playbooks/failback.yml", extra_vars={"failback_server": "memory"},
+                         extra_args=["--check"])
+    assert check.returncode == 0, (check.stdout + check.stderr)[-3000:]
+    assert "memory: would move from ms-2 to ms-1." in " ".join(check.stdout.split())
+    assert recorded()["active"] == MS2 and running(MS2)
+
+    result = run_playbook("../../playbooks/failback.yml", extra_vars={"failback_server": "memory"})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, output[-3000:]
+    assert f"memory: moved from ms-2 to ms-1 (generation {before['generation'] + 1})" in output, output[-3000:]
+    state = recorded()
+    # A planned move: a new generation, not a failover.
+    assert (state["active"], state["standby"], state["generation"], state["failovers"]) == (
+        MS1, MS2, before["generation"] + 1, before["failovers"]), state
+    assert running(MS1) and not running(MS2)
+    assert routed_to() == {lb: [f"{container_ip(MS1)}:{PORT}"] for lb in LBS}
+    # The data the primary serves now is, byte for byte, what the stopped ms-2 last wrote.
+    assert sha256(MS1, volume_file(MS1)) == sha256(MS2, volume_file(MS2))
+    graph = recalled()
+    assert all(graph.get(name) == ["written while the primary was down"] for name in outage), sorted(graph)
+    # Again: nothing to move, nothing changed.
+    again = run_playbook("../../playbooks/failback.yml", extra_vars={"failback_server": "memory"})
+    assert again.returncode == 0 and "memory: already active on ms-1, nothing moved." in " ".join(again.stdout.split())
+    assert not re.search(r"changed=[1-9]", again.stdout), again.stdout[-2000:]
+    # A name that is not a failover server, or a host not of its pair, is refused by name.
+    for bad, message in (
+            ({"failback_server": "reference"},
+             "failback_server must name a failover server of this fleet (memory); got 'reference'"),
+            ({"failback_server": "memory", "failback_to": "lb-1"},
+             "failback_to must be empty (the primary) or one of the two hosts of memory (ms-1, ms-2); got 'lb-1'"),
+            ({"failback_server": "memory", "failback_wait": 0}, "failback_wait must be a number of seconds above 0")):
+        refused = run_playbook("../../playbooks/failback.yml", extra_vars=bad)
+        assert refused.returncode != 0
+        assert message in " ".join((refused.stdout + refused.stderr).split()), (refused.stdout + refused.stderr)[-2000:]
+    assert recorded()["active"] == MS1 and running(MS1)
+
+
+PARTITION = "fleetops_test_partition"
+
+
+def partition(host: str, peer: str, on: bool) -> None:
+    """Drop every packet from ``peer`` at ``host`` before anything else sees it (its own nftables table)."""
+    if on:
+        rules = (f"add table inet {PARTITION}; "
+                 f"add chain inet {PARTITION} pre {{ type filter hook prerouting priority -300; policy accept; }}; "
+                 f"add rule inet {PARTITION} pre ip saddr {container_ip(peer)} drop; "
+                 f"add chain inet {PARTITION} out {{ type filter hook output priority -300; policy accept; }}; "
+                 f"add rule inet {PARTITION} out ip daddr {container_ip(peer)} drop")
+        out = container_host(host).run(f"nft '{rules}'")
+    else:
+        out = container_host(host).run(f"nft delete table inet {PARTITION}")
+    assert out.rc == 0, out.stderr
+
+
+SAMPLES = "/run/fleetops-test-route-samples.log"
+
+
+@contextlib.contextmanager
+def route_samplers():
+    """On each load balancer, its own failover route for memory every 50 ms with the time (the containers
+    share the host's clock), kept in SAMPLES; yields a function that returns every sample, time-ordered:
+    (time, load balancer, the host addresses routed)."""
+    loop = (f"rm -f {SAMPLES}.stop {SAMPLES}; while [ ! -e {SAMPLES}.stop ]; do "
+            f"echo \"$(date +%s.%N) $(grep -o '^server [^ ]*' {ROUTE} | cut -d' ' -f2 | tr '\\n' ' ')\" >> {SAMPLES}; "
+            f"sleep 0.05; done")
+    for lb in LBS:
+        subprocess.run(["docker", "exec", "-d", lb, "bash", "-c", loop], check=True)
+
+    def samples():
+        out = []
+        for lb in LBS:
+            for line in lb_host(lb).file(SAMPLES).content_string.splitlines():
+                words = line.split()
+                if words:
+                    out.append((float(words[0]), lb, {w.split(":")[0] for w in words[1:] if not w.startswith("127.")}))
+        return sorted(out)
+
+    try:
+        yield samples
+    finally:
+        for lb in LBS:
+            lb_host(lb).run(f"touch {SAMPLES}.stop")
+
+
+def two_actives(samples, addresses) -> list:
+    """The moments when the load balancers together route to two hosts: each load balancer's route is its
+    latest sample."""
+    now, found = {}, []
+    for ts, lb, routed in samples:
+        now[lb] = {addresses.get(a, a) for a in routed}
+        hosts = set().union(*now.values())
+        if len(now) == len(LBS) and len(hosts) > 1:
+            found.append((round(ts, 2), sorted(hosts)))
+    return found
+
+
+def test_a_partition_between_the_controller_and_the_primary_never_leaves_two_actives_behind_the_load_balancers():
+    before = recorded()
+    assert before["active"] == MS1 and running(MS1)
+    sync_now(MS1)
+    addresses = {container_ip(MS1): MS1, container_ip(MS2): MS2}
+    began = time.time()
+    with route_samplers() as samples:
+        partition(MS1, MON, True)
+        try:
+            # The shape of the partition: the controller cannot reach the primary, clients still can.
+            assert container_host(MON).run(f"timeout 3 bash -c '</dev/tcp/{container_ip(MS1)}/{PORT}'").rc != 0
+            assert "entities" in json.dumps(sdk_call(VIP, "memory", "read_graph", {}, protocol="handshake"))
+            wait_for("the standby promoted", lambda: recorded()["active"] == MS2, DETECTION + 60)
+            time.sleep(1)
+            # The old primary still runs (nobody could stop it) but no load balancer routes to it.
+            assert running(MS1) and running(MS2)
+            assert routed_to() == {lb: [f"{container_ip(MS2)}:{PORT}"] for lb in LBS}
+            assert "entities" in json.dumps(sdk_call(VIP, "memory", "read_graph", {}, protocol="handshake"))
+        finally:
+            partition(MS1, MON, False)
+        # Healed: the daemon finds the old primary running as the standby and stops it.
+        wait_for("the old primary stopped after the partition healed", lambda: not running(MS1), 30)
+        taken = samples()
+    both = two_actives(taken, addresses)
+    seen = [sorted({addresses.get(a, a) for a in routed}) for _, _, routed in taken]
+    print(f"partition: {len(taken)} samples of the load balancers' routes (every 50 ms on each);"
+          f" {len(both)} moments with two actives; routes seen: {sorted(set(map(tuple, seen)))}")
+    # The samples cover the switch: each load balancer was seen routing to ms-1, to no host, and to ms-2.
+    assert {(MS1,), (), (MS2,)} <= set(map(tuple, seen)), sorted(set(map(tuple, seen)))
+    assert not both, both[:5]
+    events = [e for e in events_since(began) if e.get("server") == "memory"]
+    kinds = [e["event"] for e in events]
+    fenced = next(e for e in events if e["event"] == "fenced")
+    assert fenced["host"] == MS1 and fenced["result"] == "unreachable"
+    # The load balancers confirmed they stopped routing to the primary before the standby started.
+    assert kinds.index("unrouted") < kinds.index("failover_done"), kinds
+    assert next(e for e in events if e["event"] == "unrouted")["unconfirmed_load_balancers"] == []
+    assert "standby_fenced" in kinds
+    assert recorded()["generation"] == before["generation"] + 1
