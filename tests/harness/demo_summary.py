@@ -69,12 +69,15 @@ def main() -> int:
     groups = inventory["all"]["children"]
     hosts = sorted(groups["docker_hosts"]["hosts"])
     lbs = sorted(groups.get("load_balancers", {}).get("hosts", {}))
-    servers = yaml.safe_load((ROOT / "inventories/local/group_vars/all/mcp_servers.yml").read_text())["fleetops_mcp_servers"]
+    declared = yaml.safe_load((ROOT / "inventories/local/group_vars/all/mcp_servers.yml").read_text())
+    servers = declared["fleetops_demo_servers"] + declared.get("fleetops_demo_failover_servers", [])
     results = []
     print("\nfleetops.mcp demo: MCP servers on local systemd Docker hosts, behind nginx load balancers\n")
     for host in hosts:
         ip = address(host)
         for server in normalize(servers, host):
+            if server["failover"]:
+                continue  # one of two hosts runs it (the failover daemon's choice): asked through the VIP below
             for replica in server["containers"]:
                 results.append(report(f"http://{ip}:{replica['host_port']}{server['path']}", server["name"]))
     lb_vars = yaml.safe_load((ROOT / "inventories/local/group_vars/load_balancers.yml").read_text())
