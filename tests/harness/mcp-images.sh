@@ -13,6 +13,12 @@
 # Wheels are fetched for the runtime image's Python (3.13), so they need not
 # match this machine's Python. Re-running reuses what is already there.
 set -euo pipefail
+# tests/harness/run.sh makes these once before it runs scenarios side by
+# side, so that one scenario's prepare never rewrites them under another.
+if [ -n "${FLEETOPS_MCP_IMAGES_READY:-}" ]; then
+  echo "mcp images: made once by tests/harness/run.sh (FLEETOPS_MCP_IMAGES_READY)"
+  exit 0
+fi
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SRC="$ROOT/tests/harness/mcp-images"
 OUT="$ROOT/.cache/mcp-images"

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite, in stages, with a wall-time table at the end.
-#   tests/harness/run.sh                 every stage
-#   tests/harness/run.sh lint unit       only these stages
+#   tests/harness/run.sh                 every stage (see below)
+#   tests/harness/run.sh lint unit       only these stages, one after another
 #   SCENARIOS="mcp_servers" tests/harness/run.sh molecule
-# Stages: host venv images lint sanity package unit molecule
+# Stages: host venv images lint sanity package unit molecule lanes
+#
+# With no arguments it runs host, venv and images, then `lanes`: two lanes at
+# once, because the fleet scenario alone is most of the wall time and spends
+# much of it waiting (containers, timers, failovers), not on the CPU:
+#   lane fleet: molecule:fleet
+#   lane other: lint sanity package unit, then molecule:mcp_servers,
+#               vault_secrets, backup_failover (each scenario has its own
+#               hosts, network and subnet)
+# Each lane's lines are printed as they come, prefixed with the lane's name.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -16,18 +25,24 @@ export NO_COLOR=1 ANSIBLE_NOCOLOR=1 PY_COLORS=0
 SCENARIOS="${SCENARIOS:-mcp_servers vault_secrets backup_failover fleet}"
 
 declare -a ST_NAME=() ST_SECS=() ST_RESULT=()
+# Where a lane writes its stages' rows (name<TAB>secs<TAB>result), for the
+# table printed by the parent.
+ROWS="${FLEETOPS_RUN_ROWS:-}"
 
 table() {
   local total=0 i
-  printf '\n%-28s %10s  %s\n' "stage" "wall (s)" "result"
-  printf '%-28s %10s  %s\n' "----------------------------" "----------" "------"
+  printf '\n%-36s %10s  %s\n' "stage" "wall (s)" "result"
+  printf '%-36s %10s  %s\n' "------------------------------------" "----------" "------"
   for i in "${!ST_NAME[@]}"; do
-    printf '%-28s %10s  %s\n' "${ST_NAME[$i]}" "${ST_SECS[$i]}" "${ST_RESULT[$i]}"
+    printf '%-36s %10s  %s\n' "${ST_NAME[$i]}" "${ST_SECS[$i]}" "${ST_RESULT[$i]}"
+    # Indented rows are a lane's stages, inside the lanes row's wall time.
+    [[ "${ST_NAME[$i]}" == " "* ]] && continue
     total=$(awk -v a="$total" -v b="${ST_SECS[$i]}" 'BEGIN { printf "%.1f", a + b }')
   done
-  printf '%-28s %10s\n' "total" "$total"
+  printf '%-36s %10s\n' "total (wall)" "$total"
 }
-trap table EXIT
+# A lane prints no table of its own: the parent prints every lane's rows.
+[ -n "${FLEETOPS_RUN_LANE:-}" ] || trap table EXIT
 
 stage() {
   local name="$1" start end rc secs
@@ -43,8 +58,9 @@ stage() {
     ST_RESULT+=("ok")
   else
     ST_RESULT+=("FAILED (exit $rc)")
-    exit "$rc"
   fi
+  [ -z "$ROWS" ] || printf '%s\t%s\t%s\n' "$name" "$secs" "${ST_RESULT[-1]}" >>"$ROWS"
+  [ "$rc" -eq 0 ] || exit "$rc"
 }
 
 s_host() { tests/harness/setup-host.sh; }
@@ -56,14 +72,52 @@ s_package() { tests/harness/package-check.sh; }
 s_unit() { python -m pytest -q -p no:cacheprovider tests/unit; }
 s_molecule() { molecule test -s "$1"; }
 
+# One lane: these stages in order, in a child of this script, its lines
+# prefixed with the lane's name; its rows land in $1.rows.
+lane() {
+  local name="$1" rows="$2"
+  shift 2
+  : >"$rows"
+  FLEETOPS_RUN_ROWS="$rows" FLEETOPS_RUN_LANE=1 "$ROOT/tests/harness/run.sh" "$@" 2>&1 \
+    | sed -u "s/^/[$name] /"
+  return "${PIPESTATUS[0]}"
+}
+
+s_lanes() {
+  local dir rc_fleet=0 rc_other=0 pid_fleet pid_other n s r
+  dir=$(mktemp -d)
+  # The build contexts every scenario's prepare copies: made once, here, so
+  # that two scenarios never rewrite them under each other.
+  tests/harness/mcp-images.sh || return 1
+  export FLEETOPS_MCP_IMAGES_READY=1
+  lane fleet "$dir/fleet.rows" molecule-fleet & pid_fleet=$!
+  # The other lane is niced: it has time to spare, and the fleet's tests
+  # time failovers and VIP moves.
+  nice -n 10 bash -c "$(declare -f lane); ROOT='$ROOT' lane other '$dir/other.rows' lint sanity package unit molecule-others" \
+    & pid_other=$!
+  wait "$pid_other" || rc_other=$?
+  wait "$pid_fleet" || rc_fleet=$?
+  for l in other fleet; do
+    while IFS=$'\t' read -r n s r; do
+      ST_NAME+=("  [$l] $n"); ST_SECS+=("$s"); ST_RESULT+=("$r")
+    done <"$dir/$l.rows"
+  done
+  rm -rf "$dir"
+  [ "$rc_fleet" -eq 0 ] && [ "$rc_other" -eq 0 ]
+}
+
 main() {
   local stages=("$@")
-  [ "${#stages[@]}" -gt 0 ] || stages=(host venv images lint sanity package unit molecule)
+  [ "${#stages[@]}" -gt 0 ] || stages=(host venv images lanes)
   for s in "${stages[@]}"; do
     case "$s" in
       host|venv|images|lint|sanity|package|unit) stage "$s" "s_$s" ;;
+      lanes) stage "lanes (both, wall)" s_lanes ;;
       molecule)
         for sc in $SCENARIOS; do stage "molecule:$sc" s_molecule "$sc"; done ;;
+      molecule-fleet) stage "molecule:fleet" s_molecule fleet ;;
+      molecule-others)
+        for sc in mcp_servers vault_secrets backup_failover; do stage "molecule:$sc" s_molecule "$sc"; done ;;
       *) echo "unknown stage: $s" >&2; exit 2 ;;
     esac
   done
