@@ -4,13 +4,14 @@ balancers, streaming, passive health, safe reloads. Every request goes over TLS 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import http.client
 import json
 import time
 
 import pytest
 
-from fleetops_testlib import container_host, container_ip, run_playbook, wait_healthy
+from fleetops_testlib import container_host, run_playbook, wait_healthy
 from lbha import (
     LBS, VIP, lb_host, nginx_master_pid, raw, raw_session, sdk_call, session,
     tls_context, token, url, whoami,
@@ -169,60 +170,76 @@ def test_the_access_log_is_rotated_past_its_size_and_nginx_writes_to_the_new_fil
     assert "considering log /var/log/fleetops/keepalived-state.json" in debug.stdout + debug.stderr
 
 
-@pytest.mark.parametrize(
-    ("extra_vars", "message"),
-    [
-        ({"nginx_lb_read_timeout": 0}, "nginx_lb_read_timeout must be a whole number from 1 to 86400; got 0"),
-        ({"nginx_lb_listen_port": 70000}, "nginx_lb_listen_port must be a whole number from 1 to 65535; got 70000"),
-        ({"nginx_lb_status_listen": "localhost"}, "nginx_lb_status_listen must be address:port"),
-        ({"nginx_lb_backend_group": "nope"}, "nginx_lb_backend_group 'nope' is not an inventory group with hosts"),
-        ({"fleetops_mcp_servers": [{"name": "a", "image": "x:1", "host_port": 9000, "transport": "smoke-signal"}]},
-         "mcp server 'a': transport 'smoke-signal' is not one of"),
-        ({"nginx_lb_clients": [{"name": "x", "token_sha256": "nothex"}]},
-         "client 'x': token_sha256 must be 64 lower-case hex digits"),
-        ({"nginx_lb_clients": []}, "nginx_lb_auth is on but nginx_lb_clients is empty"),
-        ({"nginx_lb_affinity_key": "too-short-affinity-key"},
-         "nginx_lb_affinity_key must be a secret of at least 32 characters"),
-        ({"nginx_lb_unauthenticated_burst": -1},
-         "nginx_lb_unauthenticated_burst must be a whole number from 0 to 100000; got -1"),
-        ({"nginx_lb_tls_source": "files"}, "nginx_lb_tls_certificate_src and nginx_lb_tls_key_src must name files"),
-        ({"nginx_lb_tls_subject_alt_names": ["mcp.example.com"]}, "nginx_lb_tls_subject_alt_names entries must look like"),
-        ({"nginx_lb_tls_port": 80}, "nginx_lb_tls_port and nginx_lb_listen_port are both 80"),
-        ({"keepalived_auth_pass": "far-too-long"}, "keepalived_auth_pass must be 1 to 8 printable characters"),
-        ({"keepalived_virtual_ipaddress": "172.30.214.300/24"}, "keepalived_virtual_ipaddress must be an IPv4 address"),
-        ({"keepalived_priority": 255}, "keepalived_priority must be a whole number from 1 to 254; got 255"),
-        ({"nginx_lb_audit_log": "/var/log/nginx/mcp-access.json"}, "nginx_lb_audit_log must be an absolute file path"),
-        ({"nginx_lb_clients": [{"name": "x", "token_sha256": "a" * 64, "tools": {"nope": ["*"]}}]},
-         "nginx_lb_clients: tools names the server(s) nope, which fleetops_mcp_servers does not declare"),
-        ({"nginx_lb_oauth_issuers": [{"name": "test-issuer", "issuer": "http://issuer.fleetops.test",
-                                      "jwks_uri": "https://127.0.0.1:9443/jwks.json"}]},
-         "nginx_lb_oauth_issuers[test-issuer]: issuer must be an https:// URL"),
-        ({"nginx_lb_oauth_issuers": [{"name": "test-issuer", "issuer": "https://issuer.fleetops.test",
-                                      "jwks_uri": "https://127.0.0.1:9443/jwks.json", "algorithms": ["HS256"]}]},
-         "value of algorithms must be one or more of: RS256, RS384, RS512, ES256, ES384. Got no match for: HS256 "
-         "found in nginx_lb_oauth_issuers"),
-        ({"fleetops_mcp_servers": [{"name": "t", "image": "x:1", "host_port": 18100,
-                                    "oauth": {"issuers": ["test-issuer"], "audience": "time-server"}}]},
-         "mcp server 't': oauth.audience must be an https:// URL"),
-        # (time and reference-stateless: the demo clients' tool rules name them)
-        ({"fleetops_mcp_servers": [{"name": "time", "image": "x:1", "host_port": 18100, "oauth": {"issuers": ["corp"]}},
-                                   {"name": "reference-stateless", "image": "x:1", "host_port": 18090, "stateless": True}]},
-         "mcp server 'time': oauth.issuers names 'corp', which nginx_lb_oauth_issuers does not declare"),
-    ],
-    ids=["read-timeout-zero", "port-70000", "status-listen-no-port", "unknown-backend-group", "bad-fleet",
-         "bad-client-hash", "auth-without-clients", "short-affinity-key", "unauthenticated-burst",
-         "tls-files-missing", "bad-san", "same-ports",
-         "vrrp-pass-too-long", "bad-vip", "priority-255", "audit-log-is-access-log", "tools-unknown-server",
-         "oauth-issuer-http", "oauth-hs256", "oauth-audience-not-url", "oauth-unknown-issuer"],
-)
-def test_bad_settings_fail_naming_the_variable_before_any_change(extra_vars, message):
-    files = ["/etc/nginx/nginx.conf", "/etc/keepalived/keepalived.conf"]
-    digests = {f: lb_host("lb-1").file(f).sha256sum for f in files}
-    result = run_playbook("../../playbooks/load_balancers.yml", extra_vars=extra_vars)
+# Each bad setting: the value and the message that must name it. Every run fails in the preflight
+# checks, before any change, so the runs are made side by side (three at a time) by the fixture below
+# and each test reads its own; each run is limited to lb-1 (the checks are the same on every load
+# balancer, and lb-1's files are the ones compared).
+BAD_SETTINGS = [
+    ({"nginx_lb_read_timeout": 0}, "nginx_lb_read_timeout must be a whole number from 1 to 86400; got 0"),
+    ({"nginx_lb_listen_port": 70000}, "nginx_lb_listen_port must be a whole number from 1 to 65535; got 70000"),
+    ({"nginx_lb_status_listen": "localhost"}, "nginx_lb_status_listen must be address:port"),
+    ({"nginx_lb_backend_group": "nope"}, "nginx_lb_backend_group 'nope' is not an inventory group with hosts"),
+    ({"fleetops_mcp_servers": [{"name": "a", "image": "x:1", "host_port": 9000, "transport": "smoke-signal"}]},
+     "mcp server 'a': transport 'smoke-signal' is not one of"),
+    ({"nginx_lb_clients": [{"name": "x", "token_sha256": "nothex"}]},
+     "client 'x': token_sha256 must be 64 lower-case hex digits"),
+    ({"nginx_lb_clients": []}, "nginx_lb_auth is on but nginx_lb_clients is empty"),
+    ({"nginx_lb_affinity_key": "too-short-affinity-key"},
+     "nginx_lb_affinity_key must be a secret of at least 32 characters"),
+    ({"nginx_lb_unauthenticated_burst": -1},
+     "nginx_lb_unauthenticated_burst must be a whole number from 0 to 100000; got -1"),
+    ({"nginx_lb_tls_source": "files"}, "nginx_lb_tls_certificate_src and nginx_lb_tls_key_src must name files"),
+    ({"nginx_lb_tls_subject_alt_names": ["mcp.example.com"]}, "nginx_lb_tls_subject_alt_names entries must look like"),
+    ({"nginx_lb_tls_port": 80}, "nginx_lb_tls_port and nginx_lb_listen_port are both 80"),
+    ({"keepalived_auth_pass": "far-too-long"}, "keepalived_auth_pass must be 1 to 8 printable characters"),
+    ({"keepalived_virtual_ipaddress": "172.30.214.300/24"}, "keepalived_virtual_ipaddress must be an IPv4 address"),
+    ({"keepalived_priority": 255}, "keepalived_priority must be a whole number from 1 to 254; got 255"),
+    ({"nginx_lb_audit_log": "/var/log/nginx/mcp-access.json"}, "nginx_lb_audit_log must be an absolute file path"),
+    ({"nginx_lb_clients": [{"name": "x", "token_sha256": "a" * 64, "tools": {"nope": ["*"]}}]},
+     "nginx_lb_clients: tools names the server(s) nope, which fleetops_mcp_servers does not declare"),
+    ({"nginx_lb_oauth_issuers": [{"name": "test-issuer", "issuer": "http://issuer.fleetops.test",
+                                  "jwks_uri": "https://127.0.0.1:9443/jwks.json"}]},
+     "nginx_lb_oauth_issuers[test-issuer]: issuer must be an https:// URL"),
+    ({"nginx_lb_oauth_issuers": [{"name": "test-issuer", "issuer": "https://issuer.fleetops.test",
+                                  "jwks_uri": "https://127.0.0.1:9443/jwks.json", "algorithms": ["HS256"]}]},
+     ("value of algorithms must be one or more of: RS256, RS384, RS512, ES256, ES384. Got no match for: HS256 "
+      "found in nginx_lb_oauth_issuers")),
+    ({"fleetops_mcp_servers": [{"name": "t", "image": "x:1", "host_port": 18100,
+                                "oauth": {"issuers": ["test-issuer"], "audience": "time-server"}}]},
+     "mcp server 't': oauth.audience must be an https:// URL"),
+    # (time and reference-stateless: the demo clients' tool rules name them)
+    ({"fleetops_mcp_servers": [{"name": "time", "image": "x:1", "host_port": 18100, "oauth": {"issuers": ["corp"]}},
+                               {"name": "reference-stateless", "image": "x:1", "host_port": 18090, "stateless": True}]},
+     "mcp server 'time': oauth.issuers names 'corp', which nginx_lb_oauth_issuers does not declare"),
+]
+BAD_SETTING_IDS = ["read-timeout-zero", "port-70000", "status-listen-no-port", "unknown-backend-group", "bad-fleet",
+                   "bad-client-hash", "auth-without-clients", "short-affinity-key", "unauthenticated-burst",
+                   "tls-files-missing", "bad-san", "same-ports",
+                   "vrrp-pass-too-long", "bad-vip", "priority-255", "audit-log-is-access-log", "tools-unknown-server",
+                   "oauth-issuer-http", "oauth-hs256", "oauth-audience-not-url", "oauth-unknown-issuer"]
+LB_FILES = ["/etc/nginx/nginx.conf", "/etc/keepalived/keepalived.conf"]
+
+
+@pytest.fixture(scope="module")
+def bad_setting_runs():
+    """The digests of the load balancers' files before, and each bad setting's playbook run."""
+    digests = {f: lb_host("lb-1").file(f).sha256sum for f in LB_FILES}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {case_id: pool.submit(run_playbook, "../../playbooks/load_balancers.yml", limit="lb-1",
+                                        extra_vars=extra_vars)
+                   for case_id, (extra_vars, _) in zip(BAD_SETTING_IDS, BAD_SETTINGS, strict=True)}
+        return digests, {case_id: future.result() for case_id, future in futures.items()}
+
+
+@pytest.mark.parametrize(("case_id", "message"),
+                         [(i, m) for i, (_, m) in zip(BAD_SETTING_IDS, BAD_SETTINGS, strict=True)], ids=BAD_SETTING_IDS)
+def test_bad_settings_fail_naming_the_variable_before_any_change(bad_setting_runs, case_id, message):
+    digests, results = bad_setting_runs
+    result = results[case_id]
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert message in output, output[-3000:]
-    assert {f: lb_host("lb-1").file(f).sha256sum for f in files} == digests
+    assert {f: lb_host("lb-1").file(f).sha256sum for f in LB_FILES} == digests
     assert "demo-vip" not in output and "far-too-long" not in output and "too-short-affinity-key" not in output
 
 
