@@ -88,6 +88,19 @@ def run_playbook(playbook: str, limit: str | None = None, extra_vars: dict | Non
         os.unlink(vars_file)
 
 
+def run_playbooks(runs: dict[str, dict], workers: int = 3) -> dict[str, subprocess.CompletedProcess]:
+    """Several ``run_playbook`` calls side by side (``workers`` at a time): ``runs`` maps a name to the
+    keyword arguments of one call; the answer maps each name to its result.
+
+    Only for runs that change nothing (bad inputs refused by the preflight checks): nothing orders them.
+    """
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(run_playbook, **kwargs) for name, kwargs in runs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def load_yaml(path: str):
     with open(path, encoding="utf-8") as handle:
         return yaml.safe_load(handle)

@@ -22,7 +22,7 @@ import urllib.request
 
 import pytest
 import yaml
-from fleetops_testlib import container_host, container_ip, docker_inspect, inventory_hosts, run_playbook
+from fleetops_testlib import container_host, container_ip, docker_inspect, inventory_hosts, run_playbook, run_playbooks
 from lbha import sdk_call
 
 CACHE = pathlib.Path(os.environ["FLEETOPS_CACHE"])
@@ -494,45 +494,60 @@ def test_a_stopped_mcp_server_fires_its_alert_in_time_and_alertmanager_delivers_
     wait_until("the replica scraped again", lambda: query(f'up{{job="mcp_server", instance="{instance}"}} == 1'), deadline_s=30)
 
 
-@pytest.mark.parametrize(
-    ("extra_vars", "message"),
-    [
-        ({"monitoring_alertmanager_route": {"receiver": "nobody"}},
-         "monitoring_alertmanager_route.receiver must name one of monitoring_alertmanager_receivers (test-webhook); got 'nobody'"),
-        ({"monitoring_mcp_probe_base_url": "ftp://mcp.example.com"},
-         "monitoring_mcp_probe_base_url must be empty or an http(s) URL; got 'ftp://mcp.example.com'"),
-        ({"monitoring_scrape_interval": "5 seconds"},
-         "monitoring_scrape_interval must be a Prometheus duration such as 15s or 1h30m; got '5 seconds'"),
-        ({"monitoring_mcp_probe_protocol_version": "latest"},
-         "monitoring_mcp_probe_protocol_version must be an MCP protocol version such as 2026-07-28; got 'latest'"),
-        ({"monitoring_prometheus_data_dir": "var/lib/tsdb"},
-         "monitoring_prometheus_data_dir must be an absolute directory path (letters, digits, . _ - /, no trailing /);"
-         " got 'var/lib/tsdb'"),
-        ({"monitoring_agent_node_exporter_port": 70000},
-         "monitoring_agent_node_exporter_port must be a whole number from 1 to 65535; got 70000"),
-        ({"grafana_install": True, "grafana_admin_password": "short"},
-         "grafana_admin_password is required with grafana_install and must have at least 12 characters"),
-        ({"monitoring_web_users": []},
-         "monitoring_web_auth is on (firewall_operator_cidrs admits more than the monitors): set monitoring_web_users"),
-        ({"monitoring_web_users": [{"name": "ops", "password": "too-short"}]},
-         "monitoring_web_users must be a list of {name, password}: unique names of letters, digits, . _ -, and"
-         " passwords of at least 12 characters."),
-        # A NAT fleet address: where clients reach the host, not an address it can bind.
-        ({"fleetops_address": "203.0.113.9"},
-         "monitoring_agent_listen_address is empty, for the host's fleet address, but 203.0.113.9 (fleetops_address,"
-         " else the default IPv4) is not an address of this host (NAT?)"),
-        ({"monitoring_prometheus_listen_address": "203.0.113.9"},
-         "monitoring_prometheus_listen_address 203.0.113.9 is not an address of this host"),
-    ],
-    ids=["route-receiver", "probe-url", "scrape-interval", "probe-protocol", "data-dir", "exporter-port", "grafana-password",
-         "web-users-missing", "web-password-short", "nat-fleet-address", "listen-address-elsewhere"],
-)
-def test_bad_inputs_fail_naming_the_variable_and_change_nothing(extra_vars, message):
+# Each bad input and the message that must name it. Every run is refused by the preflight checks with
+# nothing changed, so the fixture below makes the runs side by side and each test reads its own.
+MON_BAD_INPUTS = [
+    ({"monitoring_alertmanager_route": {"receiver": "nobody"}},
+     "monitoring_alertmanager_route.receiver must name one of monitoring_alertmanager_receivers (test-webhook); got 'nobody'"),
+    ({"monitoring_mcp_probe_base_url": "ftp://mcp.example.com"},
+     "monitoring_mcp_probe_base_url must be empty or an http(s) URL; got 'ftp://mcp.example.com'"),
+    ({"monitoring_scrape_interval": "5 seconds"},
+     "monitoring_scrape_interval must be a Prometheus duration such as 15s or 1h30m; got '5 seconds'"),
+    ({"monitoring_mcp_probe_protocol_version": "latest"},
+     "monitoring_mcp_probe_protocol_version must be an MCP protocol version such as 2026-07-28; got 'latest'"),
+    ({"monitoring_prometheus_data_dir": "var/lib/tsdb"},
+     "monitoring_prometheus_data_dir must be an absolute directory path (letters, digits, . _ - /, no trailing /);"
+     " got 'var/lib/tsdb'"),
+    ({"monitoring_agent_node_exporter_port": 70000},
+     "monitoring_agent_node_exporter_port must be a whole number from 1 to 65535; got 70000"),
+    ({"grafana_install": True, "grafana_admin_password": "short"},
+     "grafana_admin_password is required with grafana_install and must have at least 12 characters"),
+    ({"monitoring_web_users": []},
+     "monitoring_web_auth is on (firewall_operator_cidrs admits more than the monitors): set monitoring_web_users"),
+    ({"monitoring_web_users": [{"name": "ops", "password": "too-short"}]},
+     "monitoring_web_users must be a list of {name, password}: unique names of letters, digits, . _ -, and"
+     " passwords of at least 12 characters."),
+    # A NAT fleet address: where clients reach the host, not an address it can bind.
+    ({"fleetops_address": "203.0.113.9"},
+     "monitoring_agent_listen_address is empty, for the host's fleet address, but 203.0.113.9 (fleetops_address,"
+     " else the default IPv4) is not an address of this host (NAT?)"),
+    ({"monitoring_prometheus_listen_address": "203.0.113.9"},
+     "monitoring_prometheus_listen_address 203.0.113.9 is not an address of this host"),
+]
+MON_BAD_INPUT_IDS = ["route-receiver", "probe-url", "scrape-interval", "probe-protocol", "data-dir", "exporter-port",
+                     "grafana-password", "web-users-missing", "web-password-short", "nat-fleet-address",
+                     "listen-address-elsewhere"]
+
+
+@pytest.fixture(scope="module")
+def mon_bad_input_runs():
+    """What the monitor runs and its configuration before, and each bad input's playbook run."""
     mon = container_host(MON)
     before = {unit: mon.run(f"systemctl show -p MainPID --value {unit}").stdout.strip()
               for unit in ("prometheus", "prometheus-alertmanager", "prometheus-node-exporter")}
     config = mon.file("/etc/prometheus/prometheus.yml").content_string
-    result = run_playbook("../../playbooks/monitoring.yml", limit=MON, extra_vars=extra_vars)
+    return before, config, run_playbooks({
+        case_id: {"playbook": "../../playbooks/monitoring.yml", "limit": MON, "extra_vars": extra_vars}
+        for case_id, (extra_vars, _) in zip(MON_BAD_INPUT_IDS, MON_BAD_INPUTS, strict=True)})
+
+
+@pytest.mark.parametrize(("case_id", "message"),
+                         [(i, m) for i, (_, m) in zip(MON_BAD_INPUT_IDS, MON_BAD_INPUTS, strict=True)],
+                         ids=MON_BAD_INPUT_IDS)
+def test_bad_inputs_fail_naming_the_variable_and_change_nothing(mon_bad_input_runs, case_id, message):
+    before, config, results = mon_bad_input_runs
+    mon = container_host(MON)
+    result = results[case_id]
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert message in output, output[-3000:]
