@@ -183,8 +183,9 @@ def test_moving_nginx_status_listener_keeps_keepalived_healthy():
         assert last == "BACKUP"
         assert sdk_call()["isError"] is False
     finally:
-        for lb in ("lb-2", "lb-1"):
-            assert run_playbook("../../playbooks/load_balancers.yml", limit=lb).returncode == 0
+        # Back to the default on both in one run (the test's own clean-up, not the advised rollout): each
+        # node may miss its checks for a moment, and the VIP settles on lb-1 again below.
+        assert run_playbook("../../playbooks/load_balancers.yml").returncode == 0
     wait_for_holder("lb-1", deadline_s=30)
 
 
