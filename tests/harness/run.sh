@@ -59,6 +59,9 @@ stage() {
   else
     ST_RESULT+=("FAILED (exit $rc)")
   fi
+  # Also as a line of the log, so that a run stopped from outside (CI's time
+  # limit) still shows what each finished stage took.
+  printf '==> stage %s took %s s: %s\n' "$name" "$secs" "${ST_RESULT[-1]}"
   [ -z "$ROWS" ] || printf '%s\t%s\t%s\n' "$name" "$secs" "${ST_RESULT[-1]}" >>"$ROWS"
   [ "$rc" -eq 0 ] || exit "$rc"
 }
