@@ -24,12 +24,12 @@ export ANSIBLE_NOCOLOR=1 NO_COLOR=1
 for role in $(cd "$ROOT/roles" && ls -d */tasks/main.yml 2>/dev/null | cut -d/ -f1); do
   case "$role" in _*) continue ;; esac
   out=$(ansible-doc -t role "fleetops.mcp.$role")
-  echo "$out" | grep -qE "ENTRY POINT: \*?main\*?" || { echo "ansible-doc shows no entry point for role $role" >&2; exit 1; }
+  grep -qE "ENTRY POINT: \*?main\*?" <<<"$out" || { echo "ansible-doc shows no entry point for role $role" >&2; exit 1; }
   # Every input in the installed role's argument_specs is shown.
   options=$(python -c 'import sys, yaml; print(" ".join(yaml.safe_load(open(sys.argv[1]))["argument_specs"]["main"]["options"]))' \
     "$work/installed/ansible_collections/fleetops/mcp/roles/$role/meta/argument_specs.yml")
   for option in $options; do
-    echo "$out" | grep -q -- "$option" || { echo "ansible-doc for role $role lacks $option" >&2; exit 1; }
+    grep -q -- "$option" <<<"$out" || { echo "ansible-doc for role $role lacks $option" >&2; exit 1; }
   done
   echo "ansible-doc -t role fleetops.mcp.$role: $(echo "$options" | wc -w) documented inputs"
 done
