@@ -327,8 +327,12 @@ def test_a_partition_between_the_controller_and_the_primary_never_leaves_two_act
             assert "entities" in json.dumps(sdk_call(VIP, "memory", "read_graph", {}, protocol="handshake"))
         finally:
             partition(MS1, MON, False)
-        # Healed: the daemon finds the old primary running as the standby and stops it.
+        # Healed: the daemon finds the old primary running as the standby and stops it. It logs the stop
+        # when the fence call returns, which can be a moment after the container is seen stopped.
         wait_for("the old primary stopped after the partition healed", lambda: not running(MS1), 30)
+        wait_for("the daemon's record of stopping the old primary",
+                 lambda: any(e["event"] == "standby_fenced" and e.get("server") == "memory" and e["host"] == MS1
+                             for e in events_since(began)), 30)
         taken = samples()
     both = two_actives(taken, addresses)
     seen = [sorted({addresses.get(a, a) for a in routed}) for _, _, routed in taken]
