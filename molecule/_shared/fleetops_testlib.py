@@ -252,6 +252,21 @@ class SdkSession:
         self.close()
 
 
+def wait_for(what: str, check, deadline_s: float, every: float = 0.5):
+    """Call ``check`` every ``every`` s until it returns something true, and return that; fail naming ``what``
+    and the last answer after ``deadline_s``."""
+    import time
+
+    end = time.monotonic() + deadline_s
+    last = None
+    while time.monotonic() < end:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {deadline_s} s (last: {last!r})")
+
+
 def wait_healthy(host, container: str, deadline_s: float = 60) -> None:
     """Wait until Docker reports ``container`` on the test host ``host`` healthy: its health check made an MCP
     call to the server inside (for hosts whose published ports the firewall keeps from this machine)."""

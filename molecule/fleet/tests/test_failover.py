@@ -22,7 +22,7 @@ import subprocess
 import time
 import uuid
 
-from fleetops_testlib import container_host, container_ip, run_playbook
+from fleetops_testlib import container_host, container_ip, run_playbook, wait_for
 from lbha import LBS, VIP, SteadyLoad, discover_body, discover_headers, lb_host, raw, sdk_call, session
 
 MS1, MS2, MON = "ms-1", "ms-2", "mon-1"
@@ -85,17 +85,6 @@ def sync_now(host: str) -> None:
         time.sleep(0.5)
     result = container_host(host).run(f"systemctl start {unit}")
     assert result.rc == 0, container_host(host).run(f"journalctl -u {unit} -n 5 --no-pager").stdout
-
-
-def wait_for(what: str, check, deadline_s: float, every: float = 0.5):
-    end = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {deadline_s} s (last: {last!r})")
 
 
 def test_the_stateful_server_runs_on_its_primary_only_behind_both_load_balancers_with_tls_and_tokens():
