@@ -34,7 +34,7 @@ def test_one_stage_runs_alone_by_its_tag_and_changes_nothing():
     tasks = set(re.findall(r"^TASK \[([^\]]+)\]", output, re.M))
     roles = {t.split(" : ")[0] for t in tasks if " : " in t}
     assert {"fleetops.mcp.nginx_lb", "fleetops.mcp.keepalived"} <= roles, sorted(roles)
-    assert "fleetops.mcp.nginx_lb : Write nginx.conf, checked with nginx -t before it replaces the old one" in tasks
+    assert "fleetops.mcp.nginx_lb : Write nginx.conf and its njs functions, checked with nginx -t before they replace the old ones" in tasks
     # The other stages contribute their input checks only (tagged always), never their work.
     for work in ("fleetops.mcp.docker_host : Install Docker Engine and the Python Docker SDK",
                  "fleetops.mcp.mcp_server : Build images on the host, without network",
