@@ -37,5 +37,11 @@ def test_changed_reads_only_the_last_recap():
     assert fleet_bench.changed(PLAIN_RECAPS) == (1, 2)
 
 
+def test_changed_hosts_names_only_the_hosts_that_changed_in_the_last_recap():
+    assert fleet_bench.changed_hosts(PLAIN_RECAPS) == ["lb-2"]
+    assert fleet_bench.changed_hosts(MOLECULE_RECAP) == ["mon-1.example.internal", "ms-1"]
+    assert fleet_bench.changed_hosts("no recap here") == []
+
+
 def test_changed_without_a_recap_is_zero_on_no_hosts():
     assert fleet_bench.changed("no recap here") == (0, 0)
