@@ -213,6 +213,11 @@ def test_mcp_probes_through_the_vip_succeed_with_the_token_and_fail_without():
     assert re.search(r"^probe_success 0$", plain, re.M) and re.search(r"^probe_http_status_code 401$", plain, re.M), plain
 
 
+def zombie_processes(host) -> set[str]:
+    """The host's zombie processes now, as PID/command."""
+    return set(host.run("ps -eo pid=,stat=,comm= | awk '$2 ~ /^Z/ {print $1 \"/\" $3}'").stdout.split())
+
+
 def test_steady_probes_leave_the_stdio_bridge_no_zombie_and_no_pile_of_processes():
     """mcp-server-time runs behind the bridge with sessions. The probe is a sessionless server/discover,
     answered by the bridge's one shared server process: no process is started or kept per probe
@@ -227,8 +232,13 @@ def test_steady_probes_leave_the_stdio_bridge_no_zombie_and_no_pile_of_processes
         assert 3 <= len(pids) <= 13, dh.run("docker top mcp-time-1").stdout
         states = dh.run("ps -o stat= -p " + ",".join(pids)).stdout.split()
         assert states and not [s for s in states if s.startswith("Z")], states
-        zombies = dh.run("ps -eo stat=,comm= | awk '$1 ~ /^Z/ {print $2}'").stdout.split()
-        assert zombies == [], (name, zombies)
+        # A zombie that stays: one seen twice, 3 s apart, by its PID. A process that has just exited is a
+        # zombie until its parent waits for it (a child of the failover agent or of a timer, in the moment
+        # between), which is no leak; one that nobody reaps stays.
+        first = zombie_processes(dh)
+        time.sleep(3)
+        zombies = first & zombie_processes(dh)
+        assert zombies == set(), (name, sorted(zombies))
         state = docker_inspect(dh, "mcp-time-1")
         assert (state["State"]["OOMKilled"], state["RestartCount"]) == (False, 0), (name, state["State"])
     assert len(query('probe_success{job="mcp_probe", server="time"} == 1')) == 1
