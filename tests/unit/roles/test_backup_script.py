@@ -151,6 +151,48 @@ def test_a_failing_item_still_unpauses_and_leaves_no_archive(site):
     assert os.listdir(site["config"]["archive_dir"]) == []
 
 
+class _Answer:
+    def __init__(self, returncode, stderr=""):
+        self.returncode, self.stderr, self.stdout = returncode, stderr, ""
+
+
+def test_a_pause_waits_while_the_failover_replication_holds_the_container_paused():
+    """The failover replication pauses a server's container for its local copy: the backup waits, then pauses it."""
+    answers = [_Answer(1, "Error response from daemon: Container abc is already paused"),
+               _Answer(1, "Error response from daemon: Container abc is already paused"), _Answer(0)]
+    calls, now = [], [0.0]
+
+    def runner(argv, **_):
+        calls.append(argv)
+        return answers.pop(0) if argv[1] == "pause" else _Answer(0)
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    item = {"name": "volume-memory", "hook": {"pause": ["mcp-memory-1"]}}
+    with fb.Hooks(item, runner, clock=lambda: now[0], sleep=sleep) as hooks:
+        assert hooks.paused == ["mcp-memory-1"]
+    assert calls == [["docker", "pause", "mcp-memory-1"]] * 3 + [["docker", "unpause", "mcp-memory-1"]]
+
+
+def test_a_container_that_stays_paused_fails_the_item_by_name_and_is_left_as_it_was():
+    calls, now = [], [0.0]
+
+    def runner(argv, **_):
+        calls.append(argv)
+        return _Answer(1, "Error response from daemon: Container abc is already paused")
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    item = {"name": "volume-memory", "hook": {"pause": ["mcp-memory-1"]}}
+    with pytest.raises(fb.BackupError, match="item volume-memory: cannot pause container mcp-memory-1: .*already paused"):
+        with fb.Hooks(item, runner, clock=lambda: now[0], sleep=sleep):
+            pass
+    assert now[0] >= fb.PAUSE_WAIT_SECONDS
+    assert ["docker", "unpause", "mcp-memory-1"] not in calls
+
+
 def test_restore_onto_a_wiped_host_is_byte_identical(site):
     before = (tree(site["data"]), site["conf"].read_bytes())
     manifest = fb.run_backup(site["config"], runner=site["runner"])
