@@ -22,7 +22,8 @@ import urllib.request
 
 import pytest
 import yaml
-from fleetops_testlib import container_host, container_ip, docker_inspect, inventory_hosts, run_playbook, run_playbooks
+from fleetops_testlib import (container_host, container_ip, docker_inspect, inventory_hosts, run_playbook, run_playbooks,
+                              wait_for)
 from lbha import sdk_call
 
 CACHE = pathlib.Path(os.environ["FLEETOPS_CACHE"])
@@ -70,14 +71,8 @@ def query(expr: str, base: str = PROMETHEUS):
 
 
 def wait_until(what: str, check, deadline_s: float = 90, every: float = 1.0):
-    end = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"{what}: not within {deadline_s} s (last: {last!r})")
+    """The shared wait_for, with this module's defaults (Prometheus scrapes and alert rules are slow)."""
+    return wait_for(what, check, deadline_s, every)
 
 
 def duration_s(text: str) -> float:
