@@ -28,6 +28,10 @@ declare -a ST_NAME=() ST_SECS=() ST_RESULT=()
 # Where a lane writes its stages' rows (name<TAB>secs<TAB>result), for the
 # table printed by the parent.
 ROWS="${FLEETOPS_RUN_ROWS:-}"
+# Where a failed stage leaves the last lines of its output (<stage>.tail),
+# printed under the table; a lane writes into its parent's directory.
+TAILS_DIR="${FLEETOPS_RUN_TAILS:-$(mktemp -d)}"
+export FLEETOPS_RUN_TAILS="$TAILS_DIR"
 
 table() {
   local total=0 i
@@ -40,6 +44,15 @@ table() {
     total=$(awk -v a="$total" -v b="${ST_SECS[$i]}" 'BEGIN { printf "%.1f", a + b }')
   done
   printf '%-36s %10s\n' "total (wall)" "$total"
+  # The end of each failed stage's output, under the table: a failure is
+  # named at the end of the log, where CI's excerpt of it is taken.
+  local f
+  for f in "${TAILS_DIR:-/nonexistent}"/*.tail; do
+    [ -e "$f" ] || continue
+    printf '\n---- the last lines of failed stage %s ----\n' "$(basename "$f" .tail)"
+    cat "$f"
+  done
+  rm -rf "$TAILS_DIR"
 }
 # A lane prints no table of its own: the parent prints every lane's rows.
 [ -n "${FLEETOPS_RUN_LANE:-}" ] || trap table EXIT
@@ -49,8 +62,14 @@ stage() {
   shift
   printf '\n==> stage %s\n' "$name"
   start=$(date +%s.%N)
-  "$@"
-  rc=$?
+  if [ "$1" = s_lanes ]; then
+    # Not in a pipeline: it adds the lanes' rows to this shell's table.
+    "$@"
+    rc=$?
+  else
+    "$@" 2>&1 | tee "$TAILS_DIR/.current.$$"
+    rc=${PIPESTATUS[0]}
+  fi
   end=$(date +%s.%N)
   secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
   ST_NAME+=("$name"); ST_SECS+=("$secs")
@@ -63,6 +82,10 @@ stage() {
   # limit) still shows what each finished stage took.
   printf '==> stage %s took %s s: %s\n' "$name" "$secs" "${ST_RESULT[-1]}"
   [ -z "$ROWS" ] || printf '%s\t%s\t%s\n' "$name" "$secs" "${ST_RESULT[-1]}" >>"$ROWS"
+  if [ "$rc" -ne 0 ] && [ -s "$TAILS_DIR/.current.$$" ]; then
+    tail -n 60 "$TAILS_DIR/.current.$$" >"$TAILS_DIR/${name//[^A-Za-z0-9_:.-]/_}.tail"
+  fi
+  rm -f "$TAILS_DIR/.current.$$"
   [ "$rc" -eq 0 ] || exit "$rc"
 }
 
@@ -72,7 +95,7 @@ s_images() { FLEETOPS_APT_PROXY="http://127.0.0.1:${FLEETOPS_APT_PROXY_PORT}" te
 s_lint() { ruff check && yamllint --strict . && ansible-lint --offline; }
 s_sanity() { tests/harness/sanity.sh; }
 s_package() { tests/harness/package-check.sh; }
-s_unit() { python -m pytest -q -p no:cacheprovider tests/unit; }
+s_unit() { python -m pytest -q -rfE -p no:cacheprovider tests/unit; }
 s_molecule() { molecule test -s "$1"; }
 
 # One lane: these stages in order, in a child of this script, its lines
