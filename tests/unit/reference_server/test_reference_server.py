@@ -491,12 +491,14 @@ def test_sigterm_closes_the_listener_serves_open_connections_and_drains(server_f
 
 
 def test_sigterm_on_idle_server_exits_zero_after_the_linger(server_factory):
-    server = server_factory("--stateless", "--grace-period", "30", name="idle")
+    server = server_factory("--stateless", "--grace-period", "120", name="idle")
     started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(timeout=15) == 0
-    # At least the linger (idle keep-alive connections are closed by the load balancer first), not the grace period.
-    assert DRAIN_LINGER <= time.monotonic() - started < DRAIN_LINGER + 5
+    assert server.proc.wait(timeout=60) == 0
+    # At least the linger (idle keep-alive connections are closed by the load balancer first), and far below the
+    # grace period: an idle server does not wait for it. (The bound is the grace period's half, not a speed: on
+    # a loaded machine the exit took 10.4 s once, against a 5 s linger.)
+    assert DRAIN_LINGER <= time.monotonic() - started < 60
 
 
 def test_grace_period_bounds_the_drain(server_factory):
@@ -509,7 +511,7 @@ def test_grace_period_bounds_the_drain(server_factory):
         try:
             client.request(
                 "tools/call",
-                dict(client.envelope_params(), name="slow_count", arguments={"steps": 100, "delay": 0.1}),
+                dict(client.envelope_params(), name="slow_count", arguments={"steps": 900, "delay": 0.1}),
                 dict(client.envelope_headers("tools/call"), **{"Mcp-Name": "slow_count"}),
             )
         except Exception as exc:  # noqa: BLE001
@@ -520,9 +522,11 @@ def test_grace_period_bounds_the_drain(server_factory):
     assert _wait_for(lambda: server.health()[1]["inflight_requests"] == 1)
     started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(timeout=15) == 0
-    assert time.monotonic() - started < 6
-    worker.join(timeout=10)
+    assert server.proc.wait(timeout=60) == 0
+    # The call would run 90 s; the server gave up on it after its 0.5 s grace period (plus the linger). The
+    # bound is a third of the call, not a speed: on a loaded machine the exit took 8.3 s once.
+    assert time.monotonic() - started < 30
+    worker.join(timeout=30)
     assert errors, "the abandoned call should have failed on the client side"
     finished = [json.loads(line) for line in server.stderr().splitlines() if '"drain_finished"' in line]
     assert finished and finished[0]["abandoned_requests"] == 1

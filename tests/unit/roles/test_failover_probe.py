@@ -227,7 +227,7 @@ def test_a_forgotten_session_is_opened_again_and_a_down_server_fails_fast(spy_se
     server.stop()
     ok, detail, took = probe(server.url, timeout=3.0)
     assert not ok and detail.startswith("no answer:") and "refused" in detail
-    assert took < 1.0
+    assert took < 2.5  # at once, not after the 3 s timeout (a bound, not a speed: loaded machines are slow)
     assert len(ff._SESSIONS) == 1  # a server that does not answer keeps its session
 
     server.restart()  # a new process: it knows no session
@@ -268,13 +268,13 @@ def test_the_kept_sessions_are_deleted_at_exit(spy_server):
 
 def test_nothing_listening_gives_false_at_once(closed_port_url):
     ok, detail, took = probe(closed_port_url, timeout=3.0)
-    assert not ok and detail.startswith("no answer:") and took < 1.0
+    assert not ok and detail.startswith("no answer:") and took < 2.5  # before the 3 s timeout
 
 
 def test_a_server_that_never_answers_fails_within_the_probe_timeout(silent_server_url):
     ok, detail, took = probe(silent_server_url, timeout=0.5)
     assert not ok and detail.startswith("no answer:") and "Timed out" in detail
-    assert took < 1.5
+    assert took < 2.5  # its own 0.5 s, not the default 3 s
 
 
 @pytest.mark.parametrize("path", ["/html", "/json", "/notjson", "/octets", "/notfound", "/redirect"])
