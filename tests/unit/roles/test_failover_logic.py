@@ -226,6 +226,7 @@ def agent_config(tmp_path):
                                "probe_url": "http://127.0.0.1:18300/mcp", "peer": "10.0.0.12",
                                "volumes": [{"source": str(tmp_path / "volume"), "replica": "memory/memory-data"}]}},
         "routes": {"memory": {"dh-1": "server 10.0.0.11:18300;\n", "dh-2": "server 10.0.0.12:18300;\n"}},
+        "claim_dir": str(tmp_path / "claims"),
     }
 
 
@@ -550,7 +551,7 @@ def test_the_daemon_persists_state_and_publishes_metrics(tmp_path):
     saved = json.loads((tmp_path / "state.json").read_text())["servers"]["memory"]
     assert saved["active"] == "dh-2" and saved["generation"] == 1
     events = [json.loads(line)["event"] for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert events[0] == "started" and "failover_done" in events
+    assert events[0] == "took_over" and "failover_done" in events
     assert 'fleetops_failover_active{server="memory",host="dh-2"} 1' in (tmp_path / "failover.prom").read_text()
 
 
@@ -656,7 +657,7 @@ def test_the_standbys_agent_reports_when_its_copy_was_taken_and_the_status_repor
     host = FakeHost(running=False)
     # No complete replica yet: no time.
     assert ff.agent_handle(["status", "memory"], config, run=host) == {
-        "server": "memory", "running": False, "synced": None}
+        "server": "memory", "running": False, "synced": None, "claim": None}
     root = tmp_path / "replica" / "memory"
     (root / "a" / "memory-data").mkdir(parents=True)
     (root / "a.synced").write_text("1000.5\n")
@@ -803,3 +804,287 @@ def test_the_daemon_takes_a_switchover_request_instead_of_probing_and_saves_the_
     done = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()][-1]
     assert done["event"] == "switchover_done" and done["request"] == "q1"
 
+
+
+# --------------------------------------------------------------------------
+# Two controllers: the acting one elected by the VIP, generation fencing on the agents
+
+
+def test_claim_allowed_is_generation_fencing():
+    assert ff.claim_allowed(None, 0, "lb-1")
+    recorded = {"generation": 4, "controller": "lb-2"}
+    assert ff.claim_allowed(recorded, 5, "lb-1")
+    assert ff.claim_allowed(recorded, 4, "lb-2")          # the same controller, the same generation
+    assert not ff.claim_allowed(recorded, 4, "lb-1")      # one generation, one controller
+    assert not ff.claim_allowed(recorded, 3, "lb-2")
+
+
+def test_the_agent_refuses_a_stale_claim_and_records_what_it_did(tmp_path):
+    config = agent_config(tmp_path)
+    host = FakeHost(running=True)
+    assert ff.agent_handle(["fence", "memory", "3:lb-2"], config, run=host)["result"] == "stopped"
+    recorded = ff.read_claim(config, "memory")
+    assert (recorded["generation"], recorded["controller"], recorded["command"], recorded["result"]) == (
+        3, "lb-2", "fence", "stopped")
+    assert oct((tmp_path / "claims" / "memory.json").stat().st_mode & 0o777) == "0o600"
+    host.calls.clear()
+    # A lower generation, or the same one from another controller: refused before docker is touched.
+    for words in (["promote", "memory", "2:lb-2"], ["promote", "memory", "3:lb-1"], ["resume", "memory", "1:lb-1"]):
+        answer = ff.agent_handle(words, config, run=host)
+        assert answer == {"server": "memory", "result": "stale", "claim": recorded}
+    assert host.calls == []
+    # The status answer carries the record (read by a controller taking over).
+    assert ff.agent_handle(["status", "memory"], config, run=host)["claim"] == recorded
+    # Load balancers: the same fence on the include.
+    (tmp_path / "memory.conf").write_text("server 10.0.0.11:18300;\n")
+    nginx = FakeHost()
+    assert ff.agent_handle(["route", "memory", "dh-2", "7:lb-1"], config, run=nginx)["result"] == "routed"
+    assert ff.agent_handle(["route", "memory", "dh-1", "6:lb-2"], config, run=nginx)["result"] == "stale"
+    assert (tmp_path / "memory.conf").read_text() == "server 10.0.0.12:18300;\n"
+    # A claim that is not GENERATION:CONTROLLER is a word too many.
+    with pytest.raises(ff.Refused):
+        ff.agent_handle(["fence", "memory", "x:lb-1"], config, run=host)
+
+
+def test_ssh_actions_carry_the_claim_and_remember_a_stale_answer():
+    seen = []
+
+    def run(argv, **kw):
+        import subprocess
+
+        seen.append(argv)
+        answer = {"result": "stale", "claim": {"generation": 9, "controller": "lb-2"}}
+        return subprocess.CompletedProcess(argv, 0, json.dumps(answer) + "\n", "")
+
+    config = {"controller": "lb-1", "probe_timeout": 1, "load_balancers": ["lb-1", "lb-2"],
+              "ssh": {"key": "/k", "known_hosts": "/kh", "connect_timeout": 3, "user": "root"},
+              "hosts": {"dh-1": "10.0.0.11", "dh-2": "10.0.0.12", "lb-1": "10.0.0.21", "lb-2": "10.0.0.22"},
+              "servers": [{"name": "memory", "primary": "dh-1", "standby": "dh-2", "stop_timeout": 5,
+                           "ready_timeout": 5, "probe_urls": {}}]}
+    actions = ff.SshActions(config, run=run)
+    actions.claims["memory"] = 4
+    assert actions.fence("memory", "dh-1") == "stale"
+    assert seen[-1][-3:] == ["fence", "memory", "4:lb-1"]
+    assert actions.stale["memory"] == {"generation": 9, "controller": "lb-2", "host": "dh-1"}
+    actions.status("memory", "dh-2")
+    assert seen[-1][-2:] == ["status", "memory"]  # a read carries no claim
+
+
+def test_placement_believes_a_running_container_then_the_newest_recorded_start():
+    state = ff.ServerState("memory", "dh-1", "dh-2")
+    started = {"command": "promote", "result": "started"}
+    assert ff.placement(state, {"dh-1": False, "dh-2": True}, {}) == "dh-2"
+    assert ff.placement(state, {"dh-1": True, "dh-2": True},
+                        {"dh-1": dict(started, generation=2), "dh-2": dict(started, generation=5)}) == "dh-2"
+    assert ff.placement(state, {"dh-1": False, "dh-2": None},
+                        {"dh-1": dict(started, generation=2), "dh-2": dict(started, generation=5)}) == "dh-2"
+    fenced = {"command": "fence", "result": "stopped", "generation": 6}
+    assert ff.placement(state, {"dh-1": False, "dh-2": False},
+                        {"dh-1": dict(started, generation=5), "dh-2": fenced}) == "dh-1"
+    assert ff.placement(state, {"dh-1": None, "dh-2": None}, {}) == "dh-1"
+
+
+class World:
+    """Two Docker hosts and two load balancers whose agents fence by generation (claim_allowed), shared by
+    the fake actions of two controllers."""
+
+    def __init__(self):
+        self.running = {"dh-1": True, "dh-2": False}
+        self.routes = {"lb-1": "dh-1", "lb-2": "dh-1"}
+        self.records = {}
+        self.reachable = {"dh-1": True, "dh-2": True}
+        self.clock = 1000
+
+    def command(self, host, controller, generation, do):
+        if not ff.claim_allowed(self.records.get(host), generation, controller):
+            return {"result": "stale", "claim": self.records[host]}
+        result = do()
+        self.clock += 1
+        self.records[host] = {"generation": generation, "controller": controller, "result": result,
+                              "command": do.__name__, "ts": float(self.clock)}
+        return {"result": result}
+
+
+class WorldActions(ff.Actions):
+    load_balancers = ["lb-1", "lb-2"]
+
+    def __init__(self, world, controller):
+        self.world, self.controller = world, controller
+        self.claims, self.stale, self.recorded, self.calls = {}, {}, {}, []
+
+    def _cmd(self, server, host, do):
+        answer = self.world.command(host, self.controller, self.claims[server], do)
+        if answer["result"] == "stale":
+            self.stale[server] = dict(answer["claim"], host=host)
+        return answer["result"]
+
+    def probe(self, server, host):
+        return (self.world.running[host] and self.world.reachable[host], "x")
+
+    def fence(self, server, host):
+        if not self.world.reachable[host]:
+            return "unreachable"
+
+        def fence():
+            self.world.running[host] = False
+            return "stopped"
+        return self._cmd(server, host, fence)
+
+    def promote(self, server, host):
+        def promote():
+            self.world.running[host] = True
+            return "started"
+        return self._cmd(server, host, promote) == "started"
+
+    def route(self, server, host, only=None):
+        refused = []
+        for lb in only or self.load_balancers:
+            def route(lb=lb):
+                self.world.routes[lb] = host
+                return "routed"
+            if self._cmd(server, lb, route) != "routed":
+                refused.append(lb)
+        return refused
+
+    def lb_claims(self, server):
+        return [self.world.records[lb] for lb in self.load_balancers if lb in self.world.records]
+
+    def status(self, server, host):
+        self.recorded[(server, host)] = self.world.records.get(host)
+        return self.world.running[host] if self.world.reachable[host] else None
+
+
+def two_controllers(tmp_path, world, vip_holder):
+    daemons = {}
+    for name in ("lb-1", "lb-2"):
+        config = {"controller": name, "acting_vip": "10.0.0.100", "interval": 1, "failures": 2,
+                  "state_file": str(tmp_path / ("%s-state.json" % name)),
+                  "metrics_file": str(tmp_path / ("%s.prom" % name)), "load_balancers": ["lb-1", "lb-2"],
+                  "servers": [{"name": "memory", "primary": "dh-1", "standby": "dh-2"}]}
+        (tmp_path / ("%s.json" % name)).write_text(json.dumps(config))
+        daemons[name] = ff.Daemon(str(tmp_path / ("%s.json" % name)),
+                                  actions_factory=lambda c, n=name: WorldActions(world, n), sleep=lambda s: None,
+                                  out=io.StringIO(), has_address=lambda vip, n=name: vip_holder[0] == n,
+                                  clock=lambda: 0.0)
+    return daemons
+
+
+def events_of(daemon):
+    return [json.loads(line) for line in daemon.out.getvalue().splitlines()]
+
+
+def test_only_the_vip_holder_acts_and_the_other_publishes_that_it_stands_by(tmp_path):
+    world, holder = World(), ["lb-1"]
+    daemons = two_controllers(tmp_path, world, holder)
+    daemons["lb-1"].cycle()
+    daemons["lb-2"].cycle()
+    assert [e["event"] for e in events_of(daemons["lb-1"])] == ["took_over"]
+    assert events_of(daemons["lb-2"]) == []
+    assert daemons["lb-2"].actions.calls == [] and world.records.get("dh-1") is None
+    assert (tmp_path / "lb-2.prom").read_text().endswith("fleetops_failover_controller_acting 0\n")
+    assert "fleetops_failover_active" not in (tmp_path / "lb-2.prom").read_text()
+    assert "fleetops_failover_controller_acting 1\n" in (tmp_path / "lb-1.prom").read_text()
+    # The takeover claimed the load balancers under a generation above every one recorded.
+    assert world.records["lb-1"] == {"generation": 1, "controller": "lb-1", "result": "routed", "command": "route",
+                                     "ts": 1001.0}
+
+
+def test_the_other_controller_takes_over_and_a_later_primary_loss_still_fails_over(tmp_path):
+    world, holder = World(), ["lb-1"]
+    daemons = two_controllers(tmp_path, world, holder)
+    for _ in range(2):
+        daemons["lb-1"].cycle()
+        daemons["lb-2"].cycle()
+    # lb-1 dies (frozen: it does not even see the VIP go); keepalived moves the VIP to lb-2.
+    holder[0] = "lb-2"
+    daemons["lb-2"].cycle()
+    took = events_of(daemons["lb-2"])[-1]
+    assert took["event"] == "took_over" and took["active"] == "dh-1" and took["claim"] == 2
+    # The primary's container stops: lb-2 fails over.
+    world.running["dh-1"] = False
+    for _ in range(2):
+        daemons["lb-2"].cycle()
+    assert world.running == {"dh-1": False, "dh-2": True} and world.routes == {"lb-1": "dh-2", "lb-2": "dh-2"}
+    assert events_of(daemons["lb-2"])[-1]["event"] == "failover_done"
+    # lb-1 wakes up still believing it acts, with its old state (dh-1 active, generation 1): its probe of
+    # dh-1 fails, it tries to fail over, the agents refuse its stale claim, it reads the placement again,
+    # and it moves nothing back.
+    holder[0] = "lb-1"
+    for _ in range(4):
+        daemons["lb-1"].cycle()
+        assert world.running == {"dh-1": False, "dh-2": True}
+        assert set(world.routes.values()) == {"dh-2"}
+    kinds = [e["event"] for e in events_of(daemons["lb-1"])]
+    assert "claim_refused" in kinds and kinds.count("took_over") == 2
+    assert daemons["lb-1"].states[0].active == "dh-2"
+    # The switch lb-2 made is lb-1's last failover now (the time dh-2's agent recorded the start).
+    assert daemons["lb-1"].states[0].last_failover == world.records["dh-2"]["ts"]
+
+
+def test_a_partition_never_leaves_the_load_balancers_on_two_actives_across_a_takeover(tmp_path):
+    world, holder = World(), ["lb-1"]
+    daemons = two_controllers(tmp_path, world, holder)
+    daemons["lb-1"].cycle()
+    # lb-1 cannot reach dh-1 (which still serves clients): it unroutes dh-1 everywhere, then promotes dh-2.
+    world.reachable["dh-1"] = False
+    for _ in range(2):
+        daemons["lb-1"].cycle()
+        routed = {world.routes[lb] for lb in ("lb-1", "lb-2")}
+        assert len(routed - {"-", None}) <= 1
+    assert world.routes == {"lb-1": "dh-2", "lb-2": "dh-2"}
+    # The VIP moves; lb-2 adopts dh-2 (running) and the healed dh-1, running a stale container, is fenced.
+    world.reachable["dh-1"] = True
+    holder[0] = "lb-2"
+    daemons["lb-2"].cycle()
+    assert daemons["lb-2"].states[0].active == "dh-2" and world.running["dh-1"] is False
+    assert set(world.routes.values()) == {"dh-2"}
+
+
+def test_a_takeover_does_not_wait_for_a_silent_load_balancer_and_retries_it_later(tmp_path):
+    world, holder = World(), ["lb-2"]
+
+    class Hung(WorldActions):
+        def lb_claims(self, server):
+            self.unanswered = {server: ["lb-1"]}
+            return super().lb_claims(server)
+
+        def route(self, server, host, only=None):
+            self.calls.append(("route", host, tuple(only or ())))
+            return [lb for lb in (only or self.load_balancers) if lb == "lb-1"] + [
+                lb for lb in super().route(server, host, only=[x for x in (only or self.load_balancers)
+                                                                if x != "lb-1"] or ["lb-2"])]
+
+    daemons = two_controllers(tmp_path, world, holder)
+    daemon = daemons["lb-2"]
+    daemon.actions = Hung(world, "lb-2")
+    daemon.cycle()
+    took = events_of(daemon)[0]
+    assert took["event"] == "took_over" and took["unrouted_load_balancers"] == ["lb-1"]
+    assert daemon.actions.calls[0] == ("route", "dh-1", ("lb-2",))  # lb-1 not waited for
+    # The next probes do not try lb-1 again at once (each try of a hung host costs a timeout).
+    routes = len([c for c in daemon.actions.calls if c[0] == "route"])
+    daemon.cycle()
+    assert len([c for c in daemon.actions.calls if c[0] == "route"]) == routes
+    daemon.states[0].reroute_after = 0.0  # REROUTE_EVERY later
+    daemon.cycle()
+    assert daemon.actions.calls[-1] == ("route", "dh-1", ("lb-1",))
+
+
+def test_a_controller_that_did_not_run_for_a_while_takes_over_again_but_a_slow_cycle_does_not(tmp_path):
+    world, holder = World(), ["lb-1"]
+    daemons = two_controllers(tmp_path, world, holder)
+    daemon, now = daemons["lb-1"], [0.0]
+    daemon.clock = lambda: now[0]
+
+    class Slow(WorldActions):
+        def probe(self, server, host):
+            now[0] += 30.0  # a probe that takes 30 s: the cycle is slow, not late
+            return super().probe(server, host)
+
+    daemon.actions = Slow(world, "lb-1")
+    daemon.cycle()
+    daemon.cycle()
+    assert [e["event"] for e in events_of(daemon)] == ["took_over"]
+    now[0] += 1.0 + ff.GAP_SLACK + 0.5  # the next cycle comes late: the host froze in the daemon's sleep
+    daemon.cycle()
+    assert [(e["event"], e.get("reason")) for e in events_of(daemon)][-1] == ("took_over", "cycle gap")
