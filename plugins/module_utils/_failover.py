@@ -40,9 +40,28 @@ def route_files(servers, backends, max_fails=1, fail_timeout=10):
     return out
 
 
+def _newest_records(states):
+    """``{server: record}`` from one controller's state or a list of them (two controllers): per server,
+    the record with the highest generation (then claim); a controller that stood by holds an older one."""
+    if isinstance(states, dict) or states is None:
+        states = [states]
+    out = {}
+    for state in states:
+        if not isinstance(state, dict) or not isinstance(state.get("servers"), dict):
+            continue
+        for name, record in state["servers"].items():
+            if not isinstance(record, dict):
+                continue
+            rank = (int(record.get("generation") or 0), int(record.get("claimed") or 0))
+            if name not in out or rank > out[name][0]:
+                out[name] = (rank, record)
+    return {name: ranked[1] for name, ranked in out.items()}
+
+
 def active_hosts(servers, state=None):
-    """``{server: active host}``: the recorded active when it is one of the pair, else the primary."""
-    recorded = (state or {}).get("servers", {}) if isinstance(state, dict) else {}
+    """``{server: active host}``: the recorded active when it is one of the pair, else the primary.
+    ``state``: a controller's recorded state, or a list of them (the newest record of a server counts)."""
+    recorded = _newest_records(state)
     out = {}
     for server in failover_servers(servers):
         pair = server["hosts"]  # [primary, standby]
@@ -124,7 +143,8 @@ def sync_key_options(name, from_address=None):
 
 
 def daemon_config(servers, backends, load_balancers, options):
-    """The controller's configuration: probe URLs, SSH addresses of every agent, timing."""
+    """The controller's configuration: probe URLs, SSH addresses of every agent, timing (``options`` may
+    name the ``controller`` and, with two controllers, the ``acting_vip`` whose holder acts)."""
     docker = _fleet.backend_addresses(backends)
     lbs = _fleet.backend_addresses(load_balancers)
     listed = []

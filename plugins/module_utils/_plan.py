@@ -31,7 +31,7 @@ their slice of it instead of each other's variables, paths and group names:
   facts gathered after the plan), ``scrape_interval`` (``monitoring_scrape_interval``), ``data_dir``, where
   its TSDB is (``monitoring_prometheus_data_dir``), and ``auth_file``, where
   the monitoring role keeps its basic auth credentials for root's consumers;
-- ``failover_controllers``: the hosts that run the failover daemon
+- ``failover_controllers``: the hosts that run the failover daemon (failover_controllers())
   (``mcp_failover_controller``, else the first monitor);
 - ``firewall``: what this host listens on and who may connect, for the
   firewall role: a list of ``{name, proto, ports, from}``, ``from`` being
@@ -278,6 +278,21 @@ def firewall_services(kinds, own):
     return out
 
 
+def failover_controllers(own, members, vips):
+    """The hosts that run the failover daemon: ``mcp_failover_controllers`` (a list), else
+    ``mcp_failover_controller`` (one host), else the load balancers when two or more share a keepalived
+    virtual IP (the holder of the VIP acts, the others stand by), else the first monitor host."""
+    listed = own.get("mcp_failover_controllers")
+    if isinstance(listed, (list, tuple)) and listed:
+        return [str(h).strip() for h in listed]
+    single = str(own.get("mcp_failover_controller") or "").strip()
+    if single:
+        return [single]
+    if vips and len(members["load_balancers"]) >= 2:
+        return list(members["load_balancers"])
+    return members["monitors"][:1]
+
+
 def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_listen,
                  secrets_dir=SECRETS_DIR, failover_dir=FAILOVER_DIR):
     """The plan of ``host``, from the inventory (``groups``, ``hostvars``) and the plan's settings."""
@@ -296,11 +311,10 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
                          % (groups["load_balancers"], ", ".join(vips)))
     kinds = [kind for kind in KINDS if host in members[kind]]
     own = hostvars.get(host) or {}
-    # A failover controller only where some server fails over; mcp_failover_controller must be visible to
-    # every host (group_vars/all), since each host's firewall admits it.
+    # Failover controllers only where some server fails over; mcp_failover_controller(s) must be visible to
+    # every host (group_vars/all), since each host's firewall admits them.
     fails_over = any(isinstance(s, dict) and s.get("failover") for s in own.get("fleetops_mcp_servers") or [])
-    controller = ((str(own.get("mcp_failover_controller") or "").strip() or next(iter(members["monitors"]), ""))
-                  if fails_over else "")
+    controllers = failover_controllers(own, members, vips) if fails_over else []
     return {
         "host": host,
         "groups": {kind: groups[kind] for kind in KINDS},
@@ -319,6 +333,6 @@ def compile_plan(host, inventory_groups, hostvars, groups, textfile_dir, status_
             "data_dir": str(_monitoring(own, "monitoring_prometheus_data_dir")),
             "auth_file": PROMETHEUS_AUTH_FILE,
         },
-        "failover_controllers": [controller] if controller else [],
+        "failover_controllers": controllers,
         "firewall": firewall_services(kinds, own) if kinds else [],
     }

@@ -34,6 +34,14 @@ def test_the_active_is_the_recorded_one_only_for_the_declared_pair():
     assert _failover.active_hosts(SERVERS, stale) == {"memory": "dh-1"}
 
 
+def test_with_two_controllers_the_newest_record_names_the_active():
+    took_over = {"servers": {"memory": {"active": "dh-2", "standby": "dh-1", "generation": 3, "claimed": 4}}}
+    stood_by = {"servers": {"memory": {"active": "dh-1", "standby": "dh-2", "generation": 1, "claimed": 1}}}
+    assert _failover.active_hosts(SERVERS, [stood_by, took_over]) == {"memory": "dh-2"}
+    assert _failover.active_hosts(SERVERS, [took_over, stood_by, None]) == {"memory": "dh-2"}
+    assert _failover.active_hosts(SERVERS, [None, {}]) == {"memory": "dh-1"}
+
+
 @pytest.mark.parametrize(("bind", "url"), [("0.0.0.0", "http://127.0.0.1:18300/mcp"),
                                            ("::", "http://127.0.0.1:18300/mcp"),
                                            ("192.0.2.7", "http://192.0.2.7:18300/mcp"),

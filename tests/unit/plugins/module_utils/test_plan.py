@@ -89,7 +89,7 @@ def test_the_roles_group_variables_default_to_the_plans_group_names():
         ("monitoring", "monitoring_load_balancer_group"): "edge",
         ("mcp_failover", "mcp_failover_docker_group"): "mcp_nodes",
         ("mcp_failover", "mcp_failover_lb_group"): "edge",
-        ("mcp_failover", "mcp_failover_controller"): "mon-1",
+        ("mcp_failover", "mcp_failover_controllers"): "['lb-1', 'lb-2']",
         ("vault_server", "vault_server_group"): "vaults",
         ("monitoring_agent", "monitoring_agent_textfile_dir"): "/srv/textfiles",
         ("monitoring_agent", "monitoring_agent_nginx_stub_status_url"): "http://127.0.0.1:9181/stub_status",
@@ -298,3 +298,16 @@ def test_nginx_lb_and_the_failover_agent_take_the_include_directory_from_the_pla
     for role, name in (("nginx_lb", "_nginx_lb_failover_dir"), ("mcp_failover", "_mcp_failover_include_dir")):
         role_vars = yaml.safe_load((ROOT / "roles" / role / "vars" / "main.yml").read_text())
         assert templar.template(trust_as_template(role_vars[name])) == "/srv/failover", role
+
+
+def test_the_failover_controllers_are_the_load_balancers_sharing_a_vip_unless_the_inventory_names_them():
+    members = {"load_balancers": ["lb-1", "lb-2"], "monitors": ["mon-1", "mon-2"]}
+    assert _plan.failover_controllers({}, members, ["10.0.0.100"]) == ["lb-1", "lb-2"]
+    # No shared VIP (or one load balancer): the first monitor, as before.
+    assert _plan.failover_controllers({}, members, []) == ["mon-1"]
+    assert _plan.failover_controllers({}, dict(members, load_balancers=["lb-1"]), ["10.0.0.100"]) == ["mon-1"]
+    # The inventory's choice wins: one host, or a list.
+    assert _plan.failover_controllers({"mcp_failover_controller": " bk-1 "}, members, ["10.0.0.100"]) == ["bk-1"]
+    assert _plan.failover_controllers({"mcp_failover_controllers": ["lb-2", "lb-1"], "mcp_failover_controller": "x"},
+                                      members, []) == ["lb-2", "lb-1"]
+    assert _plan.failover_controllers({}, dict(members, monitors=[]), []) == []
