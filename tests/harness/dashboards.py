@@ -69,6 +69,11 @@ OPERATIONS = [
     ("Failover: last failover", "stat", "dateTimeFromNow",
      [(f'max by (server) (fleetops_failover_last_failover_timestamp_seconds{{{S}}}) * 1000', "{{server}}")],
      "When the standby last took over (1970: never); the McpFailoverHappened alert fires for 15 minutes after."),
+    ("Failover: acting controller", "stat", "none",
+     [("max by (instance) (fleetops_failover_controller_acting) == 1", "{{instance}}")],
+     ("The failover controller that acts now: the load balancer holding the VIP (the other stands by and takes"
+      " over when the VIP moves). McpFailoverNoActingController and McpFailoverTwoActingControllers fire when"
+      " none or two act.")),
     ("Tool calls per second by tool", "timeseries", "reqps",
      [(f'sum by (server, tool) (rate({CALLS}{{{S}}}[{RI}]))', "{{server}} {{tool}}")],
      "At the gateway, for every server; calls no server answered are under tool \"-\"."),
