@@ -1,13 +1,20 @@
 """Failover of a stateful MCP server between two Docker hosts, observed from outside.
 
 bf-dh-1 (Debian 12) is the primary and bf-dh-2 (Debian 13) the standby of
-@modelcontextprotocol/server-memory; bf-bk runs the failover daemon (probe
-every 2 s, failover after 3 failures) and bf-lb-1 routes to the active.
+@modelcontextprotocol/server-memory; bf-bk runs the failover daemon alone
+(mcp_failover_controller: one controller, which always acts; probe every 2 s,
+failover after 3 failures) and bf-lb-1 routes to the active over plain HTTP.
 These tests run after test_backup.py (file order) and in this order: the
-standby's shape, the agent's command filter, a real failover through the load
-balancer with the data of the last sync, the old primary staying down, a
-hand-started standby stopped, playbook re-runs changing nothing, and the
-drill moving the server back.
+standby's shape, the agent's command filter, the replication key's
+confinement, the failover drill (the playbook stops the primary; the daemon
+fails it over with the data of the last sync), the old primary staying down,
+a hand-started standby stopped, a tampered replica refused, playbook re-runs
+changing nothing.
+
+What the fleet scenario proves in the shape users run it (both load
+balancers, the VIP, TLS and tokens, two controllers, failover under load,
+failback, a partition, a controller takeover, the metrics and dashboards) is
+not repeated here.
 """
 
 from __future__ import annotations
@@ -34,7 +41,6 @@ SYNC_SSH = ("ssh -i /root/.ssh/fleetops_failover_sync_memory -o BatchMode=yes -o
 AGENT_SSH = ("ssh -i /root/.ssh/fleetops_failover -o BatchMode=yes -o StrictHostKeyChecking=yes "
              "-o UserKnownHostsFile=/etc/fleetops/failover_known_hosts -l root ")
 TOOL = "/usr/local/sbin/fleetops-failover"
-TEXTFILES = "/var/lib/prometheus/node-exporter"
 # group_vars/all.yml: 3 probes 2 s apart, each with a 2 s timeout.
 DETECTION_BOUND = 3 * 2 + 2
 
@@ -118,8 +124,9 @@ def test_the_controllers_key_runs_the_agent_and_nothing_else():
     status = bk.run(ssh + ADDRESS[DH1] + " status memory")
     answer = json.loads(status.stdout) if status.rc == 0 else {}
     assert {k: answer.get(k) for k in ("running", "server")} == {"running": True, "server": "memory"}, status
-    # ... and when the copy it would promote was taken (none on the active unless it was a standby once).
-    assert set(answer) == {"running", "server", "synced"} and (answer["synced"] is None or answer["synced"] > 0)
+    # ... and when the copy it would promote was taken (none on the active unless it was a standby once), and
+    # the last claim a controller commanded it under (none yet: the daemon only asked for status).
+    assert set(answer) == {"running", "server", "synced", "claim"} and (answer["synced"] is None or answer["synced"] > 0)
     for command in ("id", "docker ps", "route memory 10.9.9.9:80", "fence other"):
         refused = bk.run(ssh + ADDRESS[DH1] + " " + command)
         assert refused.rc == 2 and json.loads(refused.stdout)["result"] == "refused", (command, refused.stdout)
@@ -155,58 +162,31 @@ def test_a_servers_replication_key_writes_only_its_own_replica_root():
             dh1.run("rm -rf /tmp/intruder /tmp/pulled")
 
 
-def test_the_standby_serves_the_last_synced_data_after_the_primary_stops():
-    # node_exporter's textfile directory (monitoring_agent is not part of this
-    # scenario): with it, the daemon and the replication publish metrics.
-    for host in (BK, DH1):
-        assert container_host(host).run(f"mkdir -p {TEXTFILES}").rc == 0
+def test_the_drill_fails_the_server_over_with_the_last_synced_data_and_reports_its_times():
     marker = f"before-failover-{uuid.uuid4().hex[:8]}"
     remember(marker, marker)
     sync(DH1)
     assert replica_holds(DH2, marker)
-    synced = container_host(DH1).file(f"{TEXTFILES}/fleetops_failover_sync_memory.prom").content_string
-    assert 'fleetops_failover_sync_success{server="memory"} 1' in synced
-    assert 'fleetops_failover_sync_active{server="memory"} 1' in synced
     began = time.time()
-    assert container_host(DH1).run("docker stop mcp-memory-1").rc == 0
-    # `served` is when the first call the standby answered through the load
-    # balancer was sent: each call opens its own MCP session (initialize,
-    # initialized, tools/call), and the memory server starts a process per
-    # request behind the stdio bridge, so a call's own 1-2 s are not part of
-    # the time the fleet took to serve again.
-    served = answered = None
-    while time.time() - began < 60:
-        sent = time.time()
-        try:
-            if marker in recalled():
-                served, answered = sent, time.time()
-                break
-        except Exception:  # noqa: BLE001 (the load balancer fails the call until the standby serves)
-            pass
-        time.sleep(0.25)
-    assert served, events_since(began)
+    result = run_playbook("../../playbooks/failover_drill.yml",
+                          extra_vars={"failover_drill_server": "memory", "failover_drill_url": URL})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, output[-3000:]
+    assert "server memory: bf-dh-1 -> bf-dh-2 (recovered)" in output, output[-3000:]
+    assert "detected after" in output and "first successful MCP call through" in output
     events = events_since(began)
     started = next(e for e in events if e["event"] == "failover_started")
-    done = next(e for e in events if e["event"] == "failover_done")
-    detected = started["ts"] - began
-    print(f"failover: detected after {detected:.2f} s, switched after {done['ts'] - began:.2f} s, "
-          f"served through the load balancer after {served - began:.2f} s (that call answered after "
-          f"{answered - began:.2f} s)")
-    assert detected <= DETECTION_BOUND
-    # The target (served within 5 s of the decision) is a figure, printed above and by the bench, not a timed
-    # assertion (a slower day of this machine took longer); a hung step would pass this bound only.
-    assert served - started["ts"] <= 20
+    assert started["ts"] - began <= DETECTION_BOUND + 30  # the playbook's own start is in it
     assert [e["result"] for e in events if e["event"] == "fenced"] == ["stopped"]
-    assert done["unrouted_load_balancers"] == []
+    assert next(e for e in events if e["event"] == "failover_done")["unrouted_load_balancers"] == []
     assert active() == DH2 and running(DH2) and not running(DH1)
     include = container_host(LB).file("/etc/nginx/fleetops-failover/memory.conf").content_string
     assert f"server {ADDRESS[DH2]}:18300 " in include and ADDRESS[DH1] not in include
-    metrics = container_host(BK).file(f"{TEXTFILES}/fleetops_failover.prom").content_string
-    assert 'fleetops_failover_active{server="memory",host="bf-dh-2"} 1' in metrics
-    assert 'fleetops_failover_active{server="memory",host="bf-dh-1"} 0' in metrics
-    assert 'fleetops_failover_total{server="memory"} 1' in metrics
-    status = json.loads(container_host(BK).run(f"{TOOL} status").stdout)["servers"]["memory"]
-    assert (status["active"], status["generation"], status["failovers"]) == (DH2, 1, 1)
+    # The data of the last sync, read through the load balancer from the new active.
+    assert recalled()[marker] == [marker]
+    status = json.loads(container_host(BK).run(f"{TOOL} status").stdout)
+    assert status["acting"] is True and status["controller"] == BK  # one controller: it always acts
+    assert (status["servers"]["memory"]["active"], status["servers"]["memory"]["failovers"]) == (DH2, 1)
 
 
 def test_the_old_primary_stays_down_and_receives_the_replication():
@@ -273,24 +253,11 @@ def test_playbooks_after_a_failover_change_nothing():
     assert f"server {ADDRESS[DH2]}:18300 " in include
 
 
-def test_the_drill_moves_the_server_back_and_reports_its_times():
-    before = recalled()
-    result = run_playbook("../../playbooks/failover_drill.yml",
-                          extra_vars={"failover_drill_server": "memory", "failover_drill_url": URL})
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode == 0, output[-3000:]
-    assert "server memory: bf-dh-2 -> bf-dh-1 (recovered)" in output
-    assert "detected after" in output and "first successful MCP call through" in output
-    assert active() == DH1 and running(DH1) and not running(DH2)
-    # Everything written before the last sync came back with it.
-    assert recalled() == before
-
-
 @pytest.mark.parametrize(
     ("extra_vars", "message"),
     [
         ({"mcp_failover_controller": DH1},
-         "mcp_failover_controller must name an inventory host outside the failover pairs"),
+         "mcp_failover_controllers (or mcp_failover_controller) must name inventory hosts outside the failover pairs"),
         ({"mcp_failover_failures": 0}, "mcp_failover_failures must be a whole number from 1 to 100; got 0"),
         ({"failover_drill_server": ""}, "failover_drill_server (a failover server's name) and failover_drill_url"),
         ({"mcp_failover_lb_group": "nowhere"},

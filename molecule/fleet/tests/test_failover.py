@@ -1,15 +1,17 @@
 """Failover of a stateful, sessioned MCP server in the whole fleet, seen as clients see it.
 
 @modelcontextprotocol/server-memory (npm, behind fleetops-stdio-bridge) keeps its knowledge graph in
-the memory-data volume. It runs on ms-1; ms-2 holds a copy pushed every 10 s; mon-1 runs the failover
-daemon (inventories/local/group_vars/all/failover.yml: a probe every 2 s, failover after 3 failures,
-a 2 s probe timeout). Clients reach it as they reach every server here: through the VIP, both load
-balancers, TLS with the demo CA and a client token.
+the memory-data volume. It runs on ms-1; ms-2 holds a copy pushed every 10 s. The failover daemon runs
+on both load balancers: the VIP holder acts, the other stands by (inventories/local/group_vars/all/
+failover.yml: a probe every 2 s, failover after 3 failures, a 2 s probe timeout). Clients reach it as
+they reach every server here: through the VIP, both load balancers, TLS with the demo CA and a client
+token.
 
 These tests run in this order: the server's shape through the gateway, a failover under steady load
 (the primary's container stopped), the status playbook, the failback to the primary with every write
-of the outage, and a partition between the controller and the primary while clients still reach it.
-The server stays on ms-2 afterwards: the later tests (a playbook re-run by tag changing nothing, the
+of the outage, a partition between the acting controller and the primary while clients still reach it,
+and the acting controller frozen (the other takes over and fails the server over again). The server
+stays failed over afterwards: the later tests (a playbook re-run by tag changing nothing, the
 dashboards' queries with data) run on a fleet that has failed over.
 """
 
@@ -23,22 +25,38 @@ import time
 import uuid
 
 from fleetops_testlib import container_host, container_ip, run_playbook, wait_for
-from lbha import LBS, VIP, SteadyLoad, discover_body, discover_headers, lb_host, raw, sdk_call, session
+from lbha import LBS, VIP, SteadyLoad, discover_body, discover_headers, lb_host, raw, sdk_call, session, vip_holders
 
-MS1, MS2, MON = "ms-1", "ms-2", "mon-1"
+MS1, MS2 = "ms-1", "ms-2"
 STATE = "/var/lib/fleetops/failover/state.json"
 EVENTS = "/var/log/fleetops/failover.jsonl"
 ROUTE = "/etc/nginx/fleetops-failover/memory.conf"
 REPLICA_ROOT = "/var/lib/fleetops/failover/replica/memory"
 CONTAINER = "mcp-memory-1"
 PORT = 18300
+# node_exporter's textfile collector directory (monitoring_agent, the fleet plan's textfile_dir).
+TEXTFILES = "/var/lib/prometheus/node-exporter"
 # inventories/local/group_vars/all/failover.yml: 3 probes 2 s apart, each with a 2 s timeout: the daemon
 # decides at most this long after the active stops answering.
 DETECTION = 3 * 2 + 2
 
 
+def acting() -> str:
+    """The acting failover controller: the load balancer that holds the VIP (exactly one)."""
+    holders = vip_holders()
+    assert len(holders) == 1, holders
+    return holders[0]
+
+
 def recorded() -> dict:
-    return json.loads(container_host(MON).file(STATE).content_string)["servers"]["memory"]
+    """The newest record of memory among the controllers' states (the highest generation, then claim), as
+    the roles read it."""
+    records = []
+    for lb in LBS:
+        state = lb_host(lb).file(STATE)
+        if state.exists:
+            records.append(json.loads(state.content_string)["servers"]["memory"])
+    return max(records, key=lambda r: (r.get("generation", 0), r.get("claimed", 0)))
 
 
 def running(host: str) -> bool:
@@ -57,9 +75,15 @@ def routed_to() -> dict:
     return out
 
 
-def events_since(ts: float) -> list[dict]:
-    lines = container_host(MON).file(EVENTS).content_string.splitlines()
-    return [e for e in map(json.loads, lines) if e["ts"] >= ts]
+def events_since(ts: float, controller: str | None = None) -> list[dict]:
+    """The controllers' events from ``ts`` on (each names its controller), time-ordered; one controller's
+    with ``controller``."""
+    events = []
+    for lb in [controller] if controller else LBS:
+        log = lb_host(lb).file(EVENTS)
+        if log.exists:
+            events += [e for e in map(json.loads, log.content_string.splitlines()) if e["ts"] >= ts]
+    return sorted(events, key=lambda e: e["ts"])
 
 
 def remember(name: str, fact: str) -> None:
@@ -155,6 +179,19 @@ def test_stopping_the_primary_under_steady_load_fails_over_with_the_synced_data_
     assert done["active"] == MS2 and done["unrouted_load_balancers"] == []
     # The data of the last sync is there, read through the VIP from the new active.
     assert recalled()[marker] == ["synced before the primary stopped"]
+    # The metrics say so: the acting controller's (node_exporter's textfile collector; the one standing by
+    # publishes only that it stands by), and the replication's on the old primary (its runs succeed: the pushes
+    # while it was active, nothing to do since).
+    metrics = lb_host(acting()).file(f"{TEXTFILES}/fleetops_failover.prom").content_string
+    assert f'fleetops_failover_active{{server="memory",host="{MS2}"}} 1' in metrics, metrics
+    assert f'fleetops_failover_active{{server="memory",host="{MS1}"}} 0' in metrics
+    assert f'fleetops_failover_total{{server="memory"}} {state["failovers"]}' in metrics
+    assert "fleetops_failover_controller_acting 1" in metrics
+    standing_by = next(lb for lb in LBS if lb != acting())
+    assert lb_host(standing_by).file(f"{TEXTFILES}/fleetops_failover.prom").content_string.endswith(
+        "fleetops_failover_controller_acting 0\n")
+    synced = container_host(MS1).file(f"{TEXTFILES}/fleetops_failover_sync_memory.prom").content_string
+    assert 'fleetops_failover_sync_success{server="memory"} 1' in synced, synced
 
 
 def test_the_status_playbook_names_the_active_host_the_copy_age_and_the_last_failover():
@@ -165,11 +202,12 @@ def test_the_status_playbook_names_the_active_host_the_copy_age_and_the_last_fai
     result = run_playbook("../../playbooks/failover_status.yml")
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode == 0, output[-3000:]
-    assert f"memory: active ms-2, standby ms-1 (generation {state['generation']})" in output, output[-3000:]
+    assert (f"memory: active ms-2, standby ms-1 (generation {state['generation']}, acting controller {acting()})"
+            in output), output[-3000:]
     age = float(output.split("standby copy ", 1)[1].split(" s old", 1)[0])
     assert 0 <= age <= 40, age
     last = output.split("last failover ", 1)[1]
-    assert " UTC, " in last and f" s ago ({state['failovers']} by this daemon)" in last, last[:200]
+    assert " UTC, " in last and f" s ago ({state['failovers']} by this controller)" in last, last[:200]
     assert "last probe of the active answered" in output
     # A server that does not fail over is named in the refusal.
     bad = run_playbook("../../playbooks/failover_status.yml", extra_vars={"failover_status_server": "reference"})
@@ -240,17 +278,17 @@ def test_failback_returns_the_role_to_the_primary_with_every_write_of_the_outage
 PARTITION = "fleetops_test_partition"
 
 
-def partition(host: str, peer: str, on: bool) -> None:
-    """Drop every packet from ``peer`` at ``host`` before anything else sees it (its own nftables table)."""
+def partition(controller: str, peer: str, on: bool) -> None:
+    """Cut the failover controller on ``controller`` (a load balancer) off ``peer``: every packet that root's
+    processes there (the daemon: its MCP probes and its SSH to the agent) send to ``peer`` is dropped, while
+    nginx's workers, which run as www-data, still reach it for clients (its own nftables table)."""
     if on:
         rules = (f"add table inet {PARTITION}; "
-                 f"add chain inet {PARTITION} pre {{ type filter hook prerouting priority -300; policy accept; }}; "
-                 f"add rule inet {PARTITION} pre ip saddr {container_ip(peer)} drop; "
                  f"add chain inet {PARTITION} out {{ type filter hook output priority -300; policy accept; }}; "
-                 f"add rule inet {PARTITION} out ip daddr {container_ip(peer)} drop")
-        out = container_host(host).run(f"nft '{rules}'")
+                 f"add rule inet {PARTITION} out ip daddr {container_ip(peer)} meta skuid 0 drop")
+        out = container_host(controller).run(f"nft '{rules}'")
     else:
-        out = container_host(host).run(f"nft delete table inet {PARTITION}")
+        out = container_host(controller).run(f"nft delete table inet {PARTITION}")
     assert out.rc == 0, out.stderr
 
 
@@ -301,12 +339,15 @@ def test_a_partition_between_the_controller_and_the_primary_never_leaves_two_act
     assert before["active"] == MS1 and running(MS1)
     sync_now(MS1)
     addresses = {container_ip(MS1): MS1, container_ip(MS2): MS2}
+    controller = acting()
     began = time.time()
     with route_samplers() as samples:
-        partition(MS1, MON, True)
+        partition(controller, MS1, True)
         try:
-            # The shape of the partition: the controller cannot reach the primary, clients still can.
-            assert container_host(MON).run(f"timeout 3 bash -c '</dev/tcp/{container_ip(MS1)}/{PORT}'").rc != 0
+            # The shape of the partition: the controller cannot reach the primary; clients still can, through
+            # the same load balancer (the VIP's).
+            assert container_host(controller).run(
+                f"timeout 3 bash -c '</dev/tcp/{container_ip(MS1)}/{PORT}'").rc != 0
             assert "entities" in json.dumps(sdk_call(VIP, "memory", "read_graph", {}, protocol="handshake"))
             wait_for("the standby promoted", lambda: recorded()["active"] == MS2, DETECTION + 60)
             time.sleep(1)
@@ -315,7 +356,7 @@ def test_a_partition_between_the_controller_and_the_primary_never_leaves_two_act
             assert routed_to() == {lb: [f"{container_ip(MS2)}:{PORT}"] for lb in LBS}
             assert "entities" in json.dumps(sdk_call(VIP, "memory", "read_graph", {}, protocol="handshake"))
         finally:
-            partition(MS1, MON, False)
+            partition(controller, MS1, False)
         # Healed: the daemon finds the old primary running as the standby and stops it. It logs the stop
         # when the fence call returns, which can be a moment after the container is seen stopped.
         wait_for("the old primary stopped after the partition healed", lambda: not running(MS1), 30)
@@ -339,3 +380,76 @@ def test_a_partition_between_the_controller_and_the_primary_never_leaves_two_act
     assert next(e for e in events if e["event"] == "unrouted")["unconfirmed_load_balancers"] == []
     assert "standby_fenced" in kinds
     assert recorded()["generation"] == before["generation"] + 1
+    # The controller that stood by did nothing.
+    assert {e.get("controller") for e in events} == {controller}, events[-5:]
+
+
+def test_the_other_controller_takes_over_when_the_acting_one_freezes_and_still_fails_over():
+    """The acting controller's host hangs (its container frozen: keepalived, nginx and the daemon stop at
+    once, as on a hung machine). keepalived moves the VIP to the other load balancer, whose daemon takes over;
+    a primary lost after that still fails over, through the load balancer that is left. When the frozen host
+    comes back it takes the VIP back (preempt), reads the placement from the agents and moves nothing."""
+    first = acting()
+    other = next(lb for lb in LBS if lb != first)
+    before = recorded()
+    active, standby = before["active"], before["standby"]
+    assert running(active) and not running(standby)
+    marker = f"before-takeover-{uuid.uuid4().hex[:8]}"
+    remember(marker, "synced before the controller froze")
+    sync_now(active)
+    began = time.time()
+    subprocess.run(["docker", "pause", first], check=True, capture_output=True, timeout=30)
+    try:
+        frozen = time.time()
+        wait_for(f"{other}'s daemon taking over",
+                 lambda: any(e["event"] == "took_over" and e.get("server") == "memory"
+                             for e in events_since(began, other)), 60)
+        took = next(e for e in events_since(began, other) if e["event"] == "took_over")
+        takeover = took["ts"] - frozen
+        assert took["reason"] == "elected" and took["active"] == active, took
+        # The frozen load balancer did not answer: it is not waited for, and tried again later.
+        assert took["unrouted_load_balancers"] == [first], took
+        # A primary lost now fails over, decided by the controller that took over.
+        with SteadyLoad(workers=2, server="memory", tool="read_graph", arguments={}, expect=b"entities",
+                        protocol="handshake") as load:
+            wait_for("steady calls through the VIP", lambda: load.ok >= 5, 30)
+            stop = container_host(active).run(f"docker stop -t 5 {CONTAINER}")
+            assert stop.rc == 0, stop.stderr
+            stopped, stopped_wall = time.monotonic(), time.time()
+            wait_for("a call answered after the primary stopped",
+                     lambda: any(t > stopped for t in list(load.ok_times)), DETECTION + 5 + 40)
+        first_ok = min(t for t in load.ok_times if t > stopped)
+        # failover_done comes when every load balancer answered the switch; the frozen one holds it for the
+        # command's timeout (the one that is left routes at once: the calls above went through it).
+        wait_for("the failover recorded", lambda: any(e["event"] == "failover_done"
+                                                      for e in events_since(stopped_wall, other)), 60)
+        done = [e for e in events_since(stopped_wall, other) if e["event"] == "failover_done"]
+        assert done[0]["active"] == standby and done[0]["unrouted_load_balancers"] == [first], done
+        assert done[0]["generation"] > took["generation"]
+        assert running(standby) and not running(active)
+        assert lb_host(other).file(ROUTE).content_string.count(f"{container_ip(standby)}:{PORT}") == 1
+        print(f"controller takeover: {other} acted {takeover:.1f} s after {first} froze (VIP moved, agents read);"
+              f" a primary lost after it: the first call answered {first_ok - stopped:.1f} s after the stop,"
+              f" {len(load.failed)} of {load.ok + len(load.failed)} calls failed")
+        assert recalled()[marker] == ["synced before the controller froze"]
+    finally:
+        subprocess.run(["docker", "unpause", first], check=False, capture_output=True, timeout=30)
+    # Back: the VIP returns to the first load balancer (preempt), its daemon notices the gap in its cycles, reads
+    # the placement from the agents and routes both load balancers to the new active; nothing moves back.
+    thawed = time.time()
+    wait_for(f"{first}'s daemon taking the server over again",
+             lambda: any(e["event"] == "took_over" and e.get("server") == "memory"
+                         for e in events_since(thawed, first)), 60)
+    wait_for("the VIP back on the first load balancer", lambda: vip_holders() == [first], 30)
+    wait_for("both load balancers routing to the new active",
+             lambda: routed_to() == {lb: [f"{container_ip(standby)}:{PORT}"] for lb in LBS}, 60)
+    again = next(e for e in events_since(thawed, first) if e["event"] == "took_over")
+    assert again["active"] == standby and again["claim"] > done[0]["generation"], again
+    assert running(standby) and not running(active)
+    state = recorded()
+    assert (state["active"], state["standby"]) == (standby, active), state
+    # One more probe round on the returned controller changes nothing: no failover, no fence of the active.
+    time.sleep(6)
+    kinds = [e["event"] for e in events_since(thawed) if e.get("server") == "memory"]
+    assert "failover_started" not in kinds and "switchover_started" not in kinds, kinds
+    assert running(standby)

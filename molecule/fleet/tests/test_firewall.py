@@ -80,6 +80,7 @@ def behind_the_gateway() -> list[str]:
     targets += [f"{ip[h]}:{p}" for h in ("lb-1", "lb-2") for p in (9113, 3903)]  # nginx exporter, gateway metrics
     targets += [f"{ip['mon-1']}:{p}" for p in (9090, 9093, 9115)]  # Prometheus, Alertmanager, blackbox
     targets += [f"{ip['bk-1']}:22"]  # the backup host's SSH (rrsync)
+    targets += [f"{ip[h]}:22" for h in ("ms-1", "ms-2", "lb-1", "lb-2")]  # the failover agents' SSH
     return targets
 
 
@@ -120,6 +121,12 @@ def test_the_fleets_own_hosts_reach_what_they_need():
     assert seen == {f"{ip['bk-1']}:22": "open", f"{ip['ms-2']}:{mcp_host_ports('ms-2')[0]}": "timeout"}
     # A load balancer does not reach Prometheus.
     assert outcomes("lb-1", [f"{ip['mon-1']}:9090"]) == {f"{ip['mon-1']}:9090": "timeout"}
+    # The failover controllers (both load balancers) reach the agents' SSH on the Docker hosts and on the load
+    # balancers; the monitor, which is no controller, reaches none of them.
+    agents = [f"{ip[h]}:22" for h in ("ms-1", "ms-2", "lb-1", "lb-2")]
+    for lb in ("lb-1", "lb-2"):
+        assert set(outcomes(lb, agents).values()) == {"open"}, lb
+    assert set(outcomes("mon-1", agents).values()) == {"timeout"}
 
 
 def test_a_stopped_replicas_port_refuses_the_load_balancer_at_once_and_still_drops_a_neighbour(client):
