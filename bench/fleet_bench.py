@@ -27,7 +27,10 @@
    stopped, the daemon's detection time, the longest stretch without a
    successful call and the failed calls; then the planned failback
    (fleetops-failover switchover, as playbooks/failback.yml asks it) under
-   the same load.
+   the same load. Then the failover controller's takeover: the acting one's
+   host (the load balancer holding the VIP) frozen with docker pause, the
+   seconds until the other one's daemon has taken over (its took_over event),
+   and, thawed, until the first one acts again.
 
 Only the demo's own containers are contacted. --skip-converge measures a
 running demo (parts 2 to 4) without rebuilding it; --converge-only stops
@@ -208,8 +211,20 @@ def stateful_rows(args, token: str, ca: str) -> list[tuple[str, str]]:
         (f"memory failback to {f['back_on']} (planned switchover, nothing lost)",
          (f"{f['back_outage_s']:.1f} s without a successful call, {f['back_failed']} failed of "
           f"{f['back_calls']} calls, switchover {f['back_took_s']:.1f} s")),
-        ("failover controller takeover", "not measured: one controller (issue 15, not built yet)"),
-    ]
+    ] + takeover_rows()
+
+
+def takeover_rows() -> list[tuple[str, str]]:
+    """The acting failover controller's host frozen: how long until the other one acts, and the way back."""
+    print("bench: failover controller takeover ...", flush=True)
+    t = lb_bench.measure_controller_takeover("memory")
+
+    def seconds(value):
+        return f"{value:.1f} s" if value is not None else "not seen within 90 s"
+
+    return [(f"failover controller takeover, {t['from']} frozen -> {t['to']} acts",
+             f"{seconds(t['takeover_s'])} (VIP move, then the agents read; the frozen one not waited for)"),
+            (f"failover controller back on {t['from']} when thawed (preempt)", seconds(t["back_s"]))]
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:

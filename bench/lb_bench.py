@@ -238,22 +238,67 @@ def measure_vip_failover(vip: Target, address: str, concurrency: int, duration: 
             "back_on": settled_holder(address), "calls": len(results)}
 
 
-FAILOVER_CONTROLLER = "mon-1"
+# The failover daemon runs on both load balancers; the one holding the VIP acts.
+FAILOVER_CONTROLLERS = ["lb-1", "lb-2"]
+FAILOVER_VIP = "172.30.214.100"
 FAILOVER_STATE = "/var/lib/fleetops/failover/state.json"
 FAILOVER_EVENTS = "/var/log/fleetops/failover.jsonl"
 
 
+def acting_controller() -> str:
+    """The failover controller that acts now: the load balancer holding the VIP."""
+    for lb in FAILOVER_CONTROLLERS:
+        out = subprocess.run(["docker", "exec", lb, "ip", "-o", "-4", "addr", "show"], capture_output=True,
+                             text=True, check=False).stdout
+        if f" {FAILOVER_VIP}/" in out:
+            return lb
+    raise RuntimeError("no load balancer holds the VIP: no failover controller acts")
+
+
 def failover_state(server: str) -> dict:
-    out = subprocess.run(["docker", "exec", FAILOVER_CONTROLLER, "cat", FAILOVER_STATE], capture_output=True,
-                         text=True, check=True).stdout
-    return json.loads(out)["servers"][server]
+    """The newest record of ``server`` among the controllers' states (highest generation, then claim)."""
+    records = []
+    for lb in FAILOVER_CONTROLLERS:
+        out = subprocess.run(["docker", "exec", lb, "cat", FAILOVER_STATE], capture_output=True, text=True,
+                             check=False).stdout
+        if out.strip():
+            records.append(json.loads(out)["servers"][server])
+    return max(records, key=lambda r: (r.get("generation", 0), r.get("claimed", 0)))
 
 
-def failover_events(since: float) -> list[dict]:
-    out = subprocess.run(["docker", "exec", FAILOVER_CONTROLLER, "cat", FAILOVER_EVENTS], capture_output=True,
-                         text=True, check=False).stdout
-    events = [json.loads(line) for line in out.splitlines() if line.strip()]
-    return [e for e in events if e.get("ts", 0) >= since]
+def failover_events(since: float, controllers: list[str] | None = None) -> list[dict]:
+    events = []
+    for lb in controllers or FAILOVER_CONTROLLERS:
+        out = subprocess.run(["docker", "exec", lb, "cat", FAILOVER_EVENTS], capture_output=True,
+                             text=True, check=False).stdout
+        events += [json.loads(line) for line in out.splitlines() if line.strip()]
+    return sorted((e for e in events if e.get("ts", 0) >= since), key=lambda e: e["ts"])
+
+
+def measure_controller_takeover(server: str, limit: float = 90.0) -> dict:
+    """The acting controller's host frozen (docker pause: its keepalived, nginx and daemon stop at once): the
+    seconds until the other controller's daemon has taken ``server`` over (its took_over event), then, after
+    it is thawed, until the first one has taken it back (the VIP returns: preempt)."""
+    first = acting_controller()
+    other = next(lb for lb in FAILOVER_CONTROLLERS if lb != first)
+
+    def took_over(lb, since):
+        return [e for e in failover_events(since, [lb]) if e["event"] == "took_over" and e.get("server") == server]
+
+    frozen = time.time()
+    subprocess.run(["docker", "pause", first], check=True, capture_output=True)
+    try:
+        while not took_over(other, frozen) and time.time() - frozen < limit:
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["docker", "unpause", first], check=False, capture_output=True)
+    thawed = time.time()
+    while not took_over(first, thawed) and time.time() - thawed < limit:
+        time.sleep(0.2)
+    away, back = took_over(other, frozen), took_over(first, thawed)
+    return {"from": first, "to": other,
+            "takeover_s": (away[0]["ts"] - frozen) if away else None,
+            "back_s": (back[0]["ts"] - thawed) if back else None}
 
 
 def _outage(results, since: float, until: float) -> float:
@@ -286,7 +331,7 @@ def measure_stateful_failover(target: Target, server: str, container: str, concu
 
     def switch_back():
         marks["back"] = time.monotonic()
-        subprocess.run(["docker", "exec", FAILOVER_CONTROLLER, "/usr/local/sbin/fleetops-failover", "switchover",
+        subprocess.run(["docker", "exec", acting_controller(), "/usr/local/sbin/fleetops-failover", "switchover",
                         server, before["active"], "120"], capture_output=True, check=False)
         marks["back_done"] = time.monotonic()
 
