@@ -271,9 +271,11 @@ def test_playbooks_after_a_failover_change_nothing():
 def test_bad_inputs_fail_naming_the_variable(extra_vars, message):
     playbook = "failover_drill" if "failover_drill_server" in extra_vars else "failover"
     config = container_host(BK).file("/etc/fleetops/failover.json").content_string
+    before = active()
     result = run_playbook(f"../../playbooks/{playbook}.yml", extra_vars=extra_vars)
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     assert message in output, output[-3000:]
     assert container_host(BK).file("/etc/fleetops/failover.json").content_string == config
-    assert active() == DH1 and running(DH1)
+    # Nothing moved: the server stays where the drill left it.
+    assert active() == before == DH2 and running(DH2) and not running(DH1)
