@@ -145,6 +145,28 @@ def test_killed_main_process_comes_back_by_restart_policy(name):
     assert "whoami" in wait_for_mcp(f"http://{container_ip(name)}:18081/mcp")["tools"]
 
 
+def test_a_container_no_longer_declared_is_removed_and_others_are_left_alone():
+    """A container the role labelled as its own but no server declares any more is removed by the next
+    run; a container without the label, and the declared ones, are left as they are."""
+    host = docker_host("srv-2")
+    image = inspect(host, "mcp-reference-1")["Config"]["Image"]
+    declared = {name: inspect(host, name)["Id"] for name in ("mcp-reference-1", "mcp-time-1")}
+    strays = {"mcp-retired-1": "--label org.fleetops.mcp.managed=true", "not-fleetops-1": ""}
+    try:
+        for name, label in strays.items():
+            host.run(f"docker rm -f {name}")
+            created = host.run(f"docker create --name {name} {label} {image}")
+            assert created.rc == 0, created.stderr
+        result = run_playbook("../../playbooks/mcp_servers.yml", limit="srv-2")
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        assert host.run("docker inspect mcp-retired-1").rc != 0, "the undeclared fleetops container is still there"
+        assert host.run("docker inspect not-fleetops-1").rc == 0, "a container fleetops does not manage was removed"
+        assert {name: inspect(host, name)["Id"] for name in declared} == declared
+    finally:
+        host.run("docker rm -f mcp-retired-1 not-fleetops-1")
+
+
 @pytest.mark.parametrize(
     ("fleet", "message"),
     [
