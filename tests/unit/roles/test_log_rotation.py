@@ -67,7 +67,7 @@ def test_a_log_past_its_size_is_rotated_and_the_reopen_command_runs_once(tmp_pat
 @needs_logrotate
 @pytest.mark.parametrize("caller", ["nginx_lb", "keepalived", "mcp_failover"])
 def test_each_callers_rule_passes_logrotates_own_check(tmp_path, caller):
-    tasks = yaml.safe_load((ROOT / "roles" / caller / "tasks" / ("controller.yml" if caller == "mcp_failover"
+    tasks = yaml.safe_load((ROOT / "roles" / caller / "tasks" / ("controller_key.yml" if caller == "mcp_failover"
                                                                    else "configure.yml")).read_text())
     (call,) = [t for t in tasks if t.get("ansible.builtin.include_role", {}).get("name") == "fleetops.mcp.log_rotation"]
     options = {k: v for k, v in call["vars"].items() if "{{" not in str(v)}
