@@ -3,7 +3,7 @@
 @modelcontextprotocol/server-memory (npm, behind fleetops-stdio-bridge) keeps its knowledge graph in
 the memory-data volume. It runs on ms-1; ms-2 holds a copy pushed every 10 s. The failover daemon runs
 on both load balancers: the VIP holder acts, the other stands by (inventories/local/group_vars/all/
-failover.yml: a probe every 2 s, failover after 3 failures, a 2 s probe timeout). Clients reach it as
+failover.yml: a probe every 2 s, failover after 3 failures, a 3 s probe timeout). Clients reach it as
 they reach every server here: through the VIP, both load balancers, TLS with the demo CA and a client
 token.
 
@@ -38,7 +38,7 @@ PORT = 18300
 TEXTFILES = "/var/lib/prometheus/node-exporter"
 # inventories/local/group_vars/all/failover.yml: 3 probes 2 s apart, each with a 2 s timeout: the daemon
 # decides at most this long after the active stops answering.
-DETECTION = 3 * 2 + 2
+DETECTION = 3 * 2 + 3  # 3 probes 2 s apart, then the last one's 3 s timeout
 
 
 def acting() -> str:
