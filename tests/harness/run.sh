@@ -83,7 +83,14 @@ stage() {
   printf '==> stage %s took %s s: %s\n' "$name" "$secs" "${ST_RESULT[-1]}"
   [ -z "$ROWS" ] || printf '%s\t%s\t%s\n' "$name" "$secs" "${ST_RESULT[-1]}" >>"$ROWS"
   if [ "$rc" -ne 0 ] && [ -s "$TAILS_DIR/.current.$$" ]; then
-    tail -n 60 "$TAILS_DIR/.current.$$" >"$TAILS_DIR/${name//[^A-Za-z0-9_:.-]/_}.tail"
+    {
+      tail -n 40 "$TAILS_DIR/.current.$$"
+      # Last, where CI's short excerpt of the log is taken: the failed
+      # tests by name and pytest's count line.
+      printf -- '-- failed tests in %s --\n' "$name"
+      grep -E '^(\[[a-z]+\] )?(FAILED|ERROR) [^ ]+::|^(\[[a-z]+\] )?=+ .*(failed|error).* in [0-9.]+s' \
+        "$TAILS_DIR/.current.$$" | tail -n 25 || true
+    } >"$TAILS_DIR/${name//[^A-Za-z0-9_:.-]/_}.tail"
   fi
   rm -f "$TAILS_DIR/.current.$$"
   [ "$rc" -eq 0 ] || exit "$rc"
