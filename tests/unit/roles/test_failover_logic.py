@@ -295,7 +295,7 @@ def _slot(tmp_path, slot, text, stamp=None):
 
 def _promote(tmp_path, host, config=None):
     return ff.agent_handle(["promote", "memory"], config or agent_config(tmp_path), run=host,
-                           probe=lambda url, timeout: (True, "m"), sleep=lambda s: None)
+                           probe=lambda url, timeout, open_timeout: (True, "m"), sleep=lambda s: None)
 
 
 def test_promote_installs_the_newest_complete_replica_then_waits_for_mcp(tmp_path):
@@ -304,9 +304,18 @@ def test_promote_installs_the_newest_complete_replica_then_waits_for_mcp(tmp_pat
     (tmp_path / "volume" / "memory.jsonl").write_text("stale\n")
     host = FakeHost(running=False)
     answers = iter([(False, ""), (True, "memory-server")])
+    budgets = []
+    config["servers"]["memory"]["ready_timeout"] = 60
+
+    def probe(url, timeout, open_timeout):
+        budgets.append((timeout, open_timeout))
+        return next(answers)
+
     # Nothing was ever pushed here: the container starts on its volume as it is.
-    result = ff.agent_handle(["promote", "memory"], config, run=host, probe=lambda url, timeout: next(answers),
-                             sleep=lambda s: None)
+    result = ff.agent_handle(["promote", "memory"], config, run=host, probe=probe, sleep=lambda s: None)
+    # A ping gets 2 s; opening the first session (a stdio server's process starting behind the bridge)
+    # gets up to 10 s of the ready timeout.
+    assert budgets and all(b == (2.0, ff.PROMOTE_OPEN_TIMEOUT) for b in budgets), budgets
     assert result == {"server": "memory", "result": "started", "replica": {"memory/memory-data": "no replica yet"}}
     assert (tmp_path / "volume" / "memory.jsonl").read_text() == "stale\n"
     # The newest complete slot is installed; a newer one without its stamp is a push under way.
@@ -401,7 +410,7 @@ def test_promote_refuses_symlinked_replicas_and_links_out_of_the_tree(tmp_path):
 def test_promote_fails_when_the_container_never_answers(tmp_path):
     clock = iter(range(100))
     result = ff.agent_handle(["promote", "memory"], agent_config(tmp_path), run=FakeHost(running=False),
-                             probe=lambda url, timeout: (False, "no answer"), sleep=lambda s: None,
+                             probe=lambda url, timeout, open_timeout: (False, "no answer"), sleep=lambda s: None,
                              clock=lambda: next(clock))
     assert result["result"] == "failed" and "did not answer MCP" in result["error"]
     result = ff.agent_handle(["promote", "memory"], agent_config(tmp_path), run=FakeHost(running=False, start_ok=False))

@@ -7,6 +7,7 @@ Also runs the script outside Ansible: from the layout the role installs and from
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -58,6 +59,8 @@ class SpyServer:
 
     def __init__(self, stateless=False, json_response=False, handshake_only=False):
         self.stateless, self.json_response, self.handshake_only = stateless, json_response, handshake_only
+        # Seconds the spy holds a JSON-RPC method before the app sees it (a slow start, a hung server).
+        self.delays: dict[str, float] = {}
         self.port = free_port()
         self.url = "http://127.0.0.1:%d/mcp" % self.port
         self.calls: list[dict] = []
@@ -95,6 +98,8 @@ class SpyServer:
                 "new_session": None,
             }
             self.calls.append(call)
+            if self.delays.get(call["method"]):
+                await asyncio.sleep(self.delays[call["method"]])
             if self.handshake_only and headers.get("mcp-protocol-version", "") >= "2026-07-28":
                 # What a 2025-era SDK server answers a version it does not know.
                 call["status"] = 400
@@ -250,6 +255,37 @@ def test_a_handshake_only_server_without_sessions_is_initialized_each_time(spy_s
         assert probe(server.url)[:2] == (True, SERVER_NAME)
     assert server.count("initialize") == 2 and "ping" not in server.methods()
     assert ff._SESSIONS == {}
+
+
+def test_opening_a_session_may_take_the_open_timeout_and_pings_keep_the_probe_timeout(spy_server):
+    # Behind the stdio bridge, initialize starts the server's process: slower than a ping.
+    server = spy_server(handshake_only=True)
+    server.delays["initialize"] = 1.2
+    ok, detail, took = probe(server.url, timeout=0.5)
+    assert not ok and "Timed out" in detail and took < 1.2  # without open_timeout: the probe's 0.5 s
+    assert ff._SESSIONS == {}
+    ok, detail, took = probe(server.url, timeout=0.5, open_timeout=5.0)
+    assert (ok, detail) == (True, SERVER_NAME) and 1.2 <= took < 5.0, (detail, took)
+    assert len(ff._SESSIONS) == 1
+    # The kept session's pings have the probe's own timeout: a hung server is detected as fast as before.
+    assert probe(server.url, timeout=0.5, open_timeout=5.0)[:2] == (True, SERVER_NAME)
+    server.delays["ping"] = 3.0
+    ok, detail, took = probe(server.url, timeout=0.5, open_timeout=5.0)
+    assert not ok and "Timed out" in detail and took < 2.5, (detail, took)
+    # server/discover too, on a server that speaks it.
+    modern = spy_server()
+    modern.delays["server/discover"] = 3.0
+    ok, detail, took = probe(modern.url, timeout=0.5, open_timeout=5.0)
+    assert not ok and "Timed out" in detail and took < 2.5, (detail, took)
+
+
+def test_the_daemon_gives_the_configured_open_timeout_to_its_probes():
+    seen = []
+    actions = ff.SshActions({"probe_timeout": 3, "session_open_timeout": 12, "ssh": {}, "servers": [
+        {"name": "memory", "probe_urls": {"ms-1": "http://ms-1:18300/mcp"}}]},
+        probe=lambda url, timeout, open_timeout: seen.append((url, timeout, open_timeout)) or (True, "m"))
+    assert actions.probe("memory", "ms-1") == (True, "m")
+    assert seen == [("http://ms-1:18300/mcp", 3.0, 12.0)]
 
 
 def test_the_kept_sessions_are_deleted_at_exit(spy_server):
