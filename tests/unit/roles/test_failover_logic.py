@@ -1030,6 +1030,59 @@ def test_the_other_controller_takes_over_and_a_later_primary_loss_still_fails_ov
     assert daemons["lb-1"].states[0].last_failover == world.records["dh-2"]["ts"]
 
 
+def test_a_thawed_controller_that_cannot_read_the_placement_waits_and_moves_nothing(tmp_path):
+    world, holder = World(), ["lb-1"]
+    daemons = two_controllers(tmp_path, world, holder)
+    daemons["lb-1"].cycle()
+    # lb-1 freezes; lb-2 takes over and fails the server over to dh-2.
+    holder[0] = "lb-2"
+    daemons["lb-2"].cycle()
+    world.running["dh-1"] = False
+    for _ in range(2):
+        daemons["lb-2"].cycle()
+    assert world.running == {"dh-1": False, "dh-2": True} and set(world.routes.values()) == {"dh-2"}
+    records = dict(world.records)
+    # lb-1 thaws and gets the VIP back; the gap in its cycles makes it read the placement again. dh-1 says
+    # its container is stopped and dh-2 does not answer yet: lb-1 does not know where the server runs, so
+    # it neither probes nor commands anything (its old record, dh-1, would fail dh-2's server over to dh-2
+    # and route the load balancers away from it).
+    holder[0] = "lb-1"
+    daemons["lb-1"].last_cycle = -100.0
+    world.reachable["dh-2"] = False
+    for _ in range(3):
+        daemons["lb-1"].cycle()
+    assert world.records == records and world.running == {"dh-1": False, "dh-2": True}
+    assert set(world.routes.values()) == {"dh-2"}
+    kinds = [e["event"] for e in events_of(daemons["lb-1"])]
+    assert kinds[1:] == ["takeover_deferred"], kinds  # once, not every cycle
+    deferred = events_of(daemons["lb-1"])[-1]
+    assert deferred["reason"] == "cycle gap" and deferred["running"] == {"dh-1": False, "dh-2": None}
+    # dh-2 answers: lb-1 takes over with the placement the agents tell, and moves nothing.
+    world.reachable["dh-2"] = True
+    for _ in range(3):
+        daemons["lb-1"].cycle()
+    took = events_of(daemons["lb-1"])[2]
+    assert (took["event"], took["reason"], took["active"]) == ("took_over", "cycle gap", "dh-2"), took
+    assert [e["event"] for e in events_of(daemons["lb-1"])][3:] == []
+    assert world.running == {"dh-1": False, "dh-2": True} and set(world.routes.values()) == {"dh-2"}
+    assert daemons["lb-1"].states[0].active == "dh-2" and not daemons["lb-1"].states[0].deferred
+
+
+def test_a_takeover_fails_a_dead_primary_over_when_only_its_host_is_silent(tmp_path):
+    # The other half of the rule: the host the record names active does not answer (down, or cut off) and
+    # the standby's container is stopped: the record stands, and the dead primary is failed over.
+    world, holder = World(), ["lb-1"]
+    daemons = two_controllers(tmp_path, world, holder)
+    daemons["lb-1"].cycle()
+    holder[0] = "lb-2"
+    world.reachable["dh-1"] = False
+    for _ in range(3):
+        daemons["lb-2"].cycle()
+    kinds = [e["event"] for e in events_of(daemons["lb-2"])]
+    assert kinds[0] == "took_over" and "takeover_deferred" not in kinds and "failover_done" in kinds, kinds
+    assert world.running["dh-2"] is True and set(world.routes.values()) == {"dh-2"}
+
+
 def test_a_partition_never_leaves_the_load_balancers_on_two_actives_across_a_takeover(tmp_path):
     world, holder = World(), ["lb-1"]
     daemons = two_controllers(tmp_path, world, holder)
