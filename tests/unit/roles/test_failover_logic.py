@@ -1030,6 +1030,91 @@ def test_the_other_controller_takes_over_and_a_later_primary_loss_still_fails_ov
     assert daemons["lb-1"].states[0].last_failover == world.records["dh-2"]["ts"]
 
 
+def test_the_heartbeat_notices_that_the_process_did_not_run():
+    def heartbeat(*ticks):
+        clock = iter(ticks)
+        beat = ff.Heartbeat(every=0.5, jump=3.0, clock=lambda: next(clock), sleep=lambda s: None)
+        beat.beat(beats=len(ticks) - 1)
+        return beat
+
+    # Beats 0.5 s apart, one a little late (a loaded host): running.
+    assert heartbeat(0.0, 0.5, 1.0, 1.6, 2.1, 3.5).take() is False
+    # A beat 7.4 s after the one before: the process was frozen meanwhile. Told once.
+    beat = heartbeat(0.0, 0.5, 1.0, 1.6, 9.0, 9.5)
+    assert beat.take() is True and beat.take() is False
+
+
+def test_the_heartbeat_thread_sees_a_real_stop_and_continue(tmp_path):
+    """A real process, stopped with SIGSTOP (as the cgroup freezer of `docker pause` stops it) and continued."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = tmp_path / "beat.py"
+    child.write_text(
+        "import importlib.machinery, importlib.util, sys, time\n"
+        f"loader = importlib.machinery.SourceFileLoader('ff', {str(SCRIPT)!r})\n"
+        "spec = importlib.util.spec_from_loader('ff', loader)\n"
+        "ff = sys.modules['ff'] = importlib.util.module_from_spec(spec)\n"
+        "loader.exec_module(ff)\n"
+        "beat = ff.Heartbeat(every=0.05, jump=1.5).start()\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(0.1)\n"
+        "    print(beat.take(), flush=True)\n")
+    proc = subprocess.Popen([sys.executable, str(child)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        before = [proc.stdout.readline().strip() for _ in range(5)]
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(4)  # well past the 1.5 s a loaded machine may delay a beat
+        os.kill(proc.pid, signal.SIGCONT)
+        after = [proc.stdout.readline().strip() for _ in range(10)]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert before == ["False"] * 5, before
+    assert after.count("True") == 1, after
+
+
+class Thawed:
+    """A heartbeat that saw the process stop (once)."""
+
+    def __init__(self):
+        self.late = True
+
+    def take(self):
+        late, self.late = self.late, False
+        return late
+
+
+def test_a_controller_frozen_in_the_middle_of_a_cycle_reads_the_placement_before_acting_again(tmp_path):
+    world, holder = World(), ["lb-1"]
+    daemons = two_controllers(tmp_path, world, holder)
+    daemons["lb-1"].cycle()
+    # lb-1 freezes in the middle of a cycle (its cycles then look regular: the next starts on time after the
+    # thaw); lb-2 takes over, the primary stops, lb-2 fails it over to dh-2.
+    holder[0] = "lb-2"
+    daemons["lb-2"].cycle()
+    world.running["dh-1"] = False
+    for _ in range(2):
+        daemons["lb-2"].cycle()
+    assert world.running == {"dh-1": False, "dh-2": True}
+    # lb-1 thaws with the VIP; its heartbeat saw the stop: it reads the placement first, so it never
+    # probes its old active nor starts a failover the agents would refuse.
+    holder[0] = "lb-1"
+    daemons["lb-1"].heartbeat = Thawed()
+    for _ in range(4):
+        daemons["lb-1"].cycle()
+    kinds = [e["event"] for e in events_of(daemons["lb-1"])]
+    assert kinds == ["took_over", "took_over"], kinds
+    assert events_of(daemons["lb-1"])[1]["reason"] == "cycle gap"
+    assert daemons["lb-1"].states[0].active == "dh-2"
+    assert world.running == {"dh-1": False, "dh-2": True} and set(world.routes.values()) == {"dh-2"}
+
+
 def test_a_thawed_controller_that_cannot_read_the_placement_waits_and_moves_nothing(tmp_path):
     world, holder = World(), ["lb-1"]
     daemons = two_controllers(tmp_path, world, holder)
