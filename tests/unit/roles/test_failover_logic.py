@@ -1090,18 +1090,24 @@ class Thawed:
         return late
 
 
-def test_a_controller_frozen_in_the_middle_of_a_cycle_reads_the_placement_before_acting_again(tmp_path):
+def failed_over_by_lb2_while_lb1_was_frozen(tmp_path):
+    """lb-1 acts, then freezes; keepalived moves the VIP to lb-2, which takes over, and when the primary's
+    container stops, fails it over to dh-2. Returns (world, holder, daemons) with lb-1 not run since."""
     world, holder = World(), ["lb-1"]
     daemons = two_controllers(tmp_path, world, holder)
     daemons["lb-1"].cycle()
-    # lb-1 freezes in the middle of a cycle (its cycles then look regular: the next starts on time after the
-    # thaw); lb-2 takes over, the primary stops, lb-2 fails it over to dh-2.
     holder[0] = "lb-2"
     daemons["lb-2"].cycle()
     world.running["dh-1"] = False
     for _ in range(2):
         daemons["lb-2"].cycle()
-    assert world.running == {"dh-1": False, "dh-2": True}
+    assert world.running == {"dh-1": False, "dh-2": True} and set(world.routes.values()) == {"dh-2"}
+    return world, holder, daemons
+
+
+def test_a_controller_frozen_in_the_middle_of_a_cycle_reads_the_placement_before_acting_again(tmp_path):
+    # lb-1 froze in the middle of a cycle: its cycles then look regular (the next starts on time after the thaw).
+    world, holder, daemons = failed_over_by_lb2_while_lb1_was_frozen(tmp_path)
     # lb-1 thaws with the VIP; its heartbeat saw the stop: it reads the placement first, so it never
     # probes its old active nor starts a failover the agents would refuse.
     holder[0] = "lb-1"
@@ -1116,16 +1122,7 @@ def test_a_controller_frozen_in_the_middle_of_a_cycle_reads_the_placement_before
 
 
 def test_a_thawed_controller_that_cannot_read_the_placement_waits_and_moves_nothing(tmp_path):
-    world, holder = World(), ["lb-1"]
-    daemons = two_controllers(tmp_path, world, holder)
-    daemons["lb-1"].cycle()
-    # lb-1 freezes; lb-2 takes over and fails the server over to dh-2.
-    holder[0] = "lb-2"
-    daemons["lb-2"].cycle()
-    world.running["dh-1"] = False
-    for _ in range(2):
-        daemons["lb-2"].cycle()
-    assert world.running == {"dh-1": False, "dh-2": True} and set(world.routes.values()) == {"dh-2"}
+    world, holder, daemons = failed_over_by_lb2_while_lb1_was_frozen(tmp_path)
     records = dict(world.records)
     # lb-1 thaws and gets the VIP back; the gap in its cycles makes it read the placement again. dh-1 says
     # its container is stopped and dh-2 does not answer yet: lb-1 does not know where the server runs, so
