@@ -153,10 +153,10 @@ def mcp_failover_routes(servers, backends, max_fails=1, fail_timeout=10):
 
 
 def mcp_failover_agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None, metrics_dir="",
-                              docker_data_root=None):
+                              docker_data_root=None, session_open_timeout=10):
     """The failover agent's and replication's configuration on one Docker host."""
     return _failover_call("agent configuration", _failover.agent_config, servers, host, backends, ready_timeout,
-                          pause, ssh, metrics_dir, docker_data_root)
+                          pause, ssh, metrics_dir, docker_data_root, session_open_timeout)
 
 
 def mcp_failover_daemon_config(servers, backends, load_balancers, options):

@@ -91,9 +91,10 @@ def _probe_host(server, own_address):
 
 
 def agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None, metrics_dir="",
-                 docker_data_root=None):
+                 docker_data_root=None, session_open_timeout=10):
     """The agent's configuration on one Docker host: the failover servers it holds
-    (named volumes under ``docker_data_root``, the host daemon's data root)."""
+    (named volumes under ``docker_data_root``, the host daemon's data root); a promoted server's
+    first MCP session may take ``session_open_timeout`` seconds to open."""
     addresses = _fleet.backend_addresses(backends)
     out = {}
     for server in failover_servers(servers):
@@ -109,6 +110,7 @@ def agent_config(servers, host, backends, ready_timeout=60, pause=True, ssh=None
             "container": container["name"],
             "stop_timeout": server["stop_grace_period"],
             "ready_timeout": int(ready_timeout),
+            "session_open_timeout": int(session_open_timeout),
             "probe_url": "http://%s:%d%s" % (_probe_host(server, addresses[host]), container["host_port"],
                                              server["path"]),
             "peer": addresses[peer],

@@ -298,6 +298,30 @@ def _promote(tmp_path, host, config=None):
                            probe=lambda url, timeout, open_timeout: (True, "m"), sleep=lambda s: None)
 
 
+def test_promote_gives_the_first_session_the_configured_open_timeout(tmp_path):
+    config = agent_config(tmp_path)
+    (tmp_path / "volume").mkdir()
+    config["servers"]["memory"].update(ready_timeout=60, session_open_timeout=25)
+    answers = iter([(False, ""), (True, "memory-server")])
+    budgets = []
+
+    def probe(url, timeout, open_timeout):
+        budgets.append((timeout, open_timeout))
+        return next(answers)
+
+    result = ff.agent_handle(["promote", "memory"], config, run=FakeHost(running=False), probe=probe,
+                             sleep=lambda s: None)
+    assert result["result"] == "started"
+    # mcp_failover_session_open_timeout (25 here), not the built-in 10 s; pings keep 2 s.
+    assert budgets == [(2.0, 25.0), (2.0, 25.0)], budgets
+    # The ready timeout still caps it: a 5 s ready budget never waits 25 s for a session.
+    config["servers"]["memory"].update(ready_timeout=5)
+    budgets.clear()
+    answers = iter([(True, "memory-server")])
+    ff.agent_handle(["promote", "memory"], config, run=FakeHost(running=False), probe=probe, sleep=lambda s: None)
+    assert len(budgets) == 1 and 2.0 <= budgets[0][1] <= 5.0, budgets
+
+
 def test_promote_installs_the_newest_complete_replica_then_waits_for_mcp(tmp_path):
     config = agent_config(tmp_path)
     (tmp_path / "volume").mkdir()

@@ -62,6 +62,10 @@ def test_agent_config_lists_the_peer_and_the_writable_volumes_only():
     assert memory["peer"] == "10.0.0.11" and memory["peer_host"] == "dh-1"
     # The replica is published on the host's own fleet address (CIS Docker 5.13), so the agent probes it there.
     assert memory["probe_url"] == "http://10.0.0.12:18300/mcp" and memory["stop_timeout"] == 7
+    # The promote's first-session budget: mcp_failover_session_open_timeout, 10 s unless set.
+    assert memory["session_open_timeout"] == 10
+    slow = _failover.agent_config(SERVERS, "dh-2", BACKENDS, session_open_timeout="30")
+    assert slow["servers"]["memory"]["session_open_timeout"] == 30
     assert memory["volumes"] == [{"source": "/var/lib/docker/volumes/memory-data/_data", "replica": "memory/memory-data"}]
     assert _failover.agent_config(SERVERS, "dh-3", BACKENDS)["servers"] == {}
     moved = _failover.agent_config(SERVERS, "dh-2", BACKENDS, docker_data_root="/srv/docker")
