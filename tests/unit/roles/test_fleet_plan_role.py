@@ -197,3 +197,27 @@ def test_the_active_entry_point_refuses_a_fact_name_that_is_not_a_variable_name(
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
     assert result.returncode != 0
     assert "mcp_failover_active_var must be a variable name" in result.stdout, result.stdout[-3000:]
+
+
+def test_the_plan_is_compiled_once_a_run_however_many_roles_depend_on_it(tmp_path):
+    (tmp_path / "play.yml").write_text(PLAYBOOK + """
+- name: A later stage of the same run
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Check keepalived's inputs again (keepalived depends on fleet_plan)
+      ansible.builtin.include_role:
+        name: fleetops.mcp.keepalived
+        tasks_from: preflight
+""")
+    (tmp_path / "vars.json").write_text(json.dumps({**GOOD, "plan_file": str(tmp_path / "plan.json")}))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    result = subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+                             str(tmp_path / "play.yml"), "-e", f"@{tmp_path / 'vars.json'}"],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    # Planned by the first role's dependency; the second meets the include, skipped, and none of its tasks.
+    assert result.stdout.count("TASK [fleetops.mcp.fleet_plan : Compile the fleet plan of this host]") == 1
+    assert result.stdout.count("TASK [fleetops.mcp.fleet_plan : Plan this host, once a run]") == 2
+    assert "Check the plan's settings" not in result.stdout.split("A later stage of the same run")[1]

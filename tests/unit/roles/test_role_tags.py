@@ -1,0 +1,100 @@
+"""Tags: a role's input checks run with any of the role's tags and with no other stage's; what a run
+limited to one tag would run, as ansible-playbook --list-tasks reports it for site.yml."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+ROLES = sorted(p.parent.parent.name for p in ROOT.glob("roles/*/tasks/preflight.yml")
+               if "preflight.yml" in (p.parent / "main.yml").read_text())
+
+
+def role_tags(role: str) -> set[str]:
+    """Every tag a task, block or import of the role's task files carries."""
+    found: set[str] = set()
+
+    def walk(items):
+        for item in items or []:
+            if not isinstance(item, dict):
+                continue
+            tags = item.get("tags") or []
+            found.update([tags] if isinstance(tags, str) else tags)
+            for key in ("block", "rescue", "always"):
+                walk(item.get(key))
+            apply = (item.get("ansible.builtin.include_tasks") or {})
+            if isinstance(apply, dict):
+                found.update((apply.get("apply") or {}).get("tags") or [])
+
+    for path in (ROOT / "roles" / role / "tasks").glob("*.yml"):
+        walk(yaml.safe_load(path.read_text()))
+    return found - {"always", "never"}
+
+
+def preflight_tags(role: str) -> set[str]:
+    main = yaml.safe_load((ROOT / "roles" / role / "tasks/main.yml").read_text())
+    entry = next(t for t in main if t.get("ansible.builtin.import_tasks") == "preflight.yml")
+    return set(entry["tags"])
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_roles_input_checks_carry_every_tag_of_its_work_and_not_always(role):
+    tags = preflight_tags(role)
+    assert "always" not in tags, f"{role}: its input checks would run under any other stage's tag"
+    assert role_tags(role) <= tags, f"{role}: preflight lacks {sorted(role_tags(role) - tags)}"
+    assert {role, role + "_preflight"} <= tags
+
+
+def test_the_load_balancer_stage_checks_keepalived_under_every_tag_of_its_roles():
+    plays = yaml.safe_load((ROOT / "playbooks/load_balancers.yml").read_text())
+    play = next(p for p in plays if p.get("hosts") == "fleetops_load_balancers")
+    check = next(t for t in play["pre_tasks"] if t.get("name") == "Check keepalived's inputs first")
+    stage = {tag for role in play["roles"] for tag in role["tags"]}
+    assert "always" not in check["tags"]
+    assert stage | role_tags("nginx_lb") | role_tags("keepalived") <= set(check["tags"])
+
+
+def list_tasks(*tags: str) -> list[str]:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    result = subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i",
+                             str(ROOT / "inventories/example/hosts.yml"), str(ROOT / "playbooks/site.yml"),
+                             "--list-tasks", "--tags", ",".join(tags)],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return [line.strip().split("\tTAGS:")[0] for line in result.stdout.splitlines() if "\tTAGS:" in line]
+
+
+def roles_working(tasks: list[str]) -> set[str]:
+    """Roles with a task that would run, leaving out the argument checks Ansible adds to every role."""
+    return {m.group(1) for t in tasks if "Validating arguments" not in t
+            for m in [re.match(r"fleetops\.mcp\.(\w+) : ", t)] if m}
+
+
+def test_a_run_limited_to_the_load_balancers_checks_and_changes_them_only():
+    tasks = list_tasks("load_balancers")
+    # The plan every stage reads, and the two load balancer roles' checks and work; no other stage's
+    # input checks (the backup's calendar check alone called systemd-analyze on all six demo hosts).
+    assert roles_working(tasks) == {"fleet_plan", "nginx_lb", "keepalived"}, sorted(roles_working(tasks))
+    assert "fleetops.mcp.nginx_lb : Check the MCP server declarations" in tasks
+    assert "fleetops.mcp.keepalived : Check keepalived_virtual_ipaddress" in tasks
+
+
+@pytest.mark.parametrize(("tag", "check"), [
+    ("backup_configure", "fleetops.mcp.backup : Check the retention and the port"),
+    ("secrets", "fleetops.mcp.vault_secrets : Check the MCP server declarations"),
+    ("keepalived_run", "fleetops.mcp.keepalived : Check keepalived_virtual_ipaddress"),
+    ("firewall", "fleetops.mcp.firewall : Check the firewall's inputs"),
+])
+def test_a_run_limited_to_part_of_a_role_still_checks_its_inputs_first(tag, check):
+    tasks = list_tasks(tag)
+    assert check in tasks, [t for t in tasks if "Check" in t]
+    work = [i for i, t in enumerate(tasks) if "Check" not in t and "Validating" not in t
+            and t.startswith(check.split(" : ")[0])]
+    assert not work or tasks.index(check) < work[0]
