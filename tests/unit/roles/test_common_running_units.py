@@ -1,7 +1,8 @@
 """The common role's one look at systemd a run (tasks_from: installed): common_running_units holds the
 services and timers that are both active and enabled, read from systemctl's real output format, and is
 empty (every "keep it running" task then runs) where systemctl fails. systemctl here is a stand-in
-script on PATH printing what systemd 252 prints; the Molecule scenarios run the real one."""
+script on PATH printing what systemd 252 prints (list-units, then show for the active units only); the
+Molecule scenarios run the real one."""
 
 from __future__ import annotations
 
@@ -22,12 +23,9 @@ nginx.service                      loaded active running A high performance web 
 logrotate.timer                    loaded active waiting Daily rotation of log files
 transient-only.service             loaded active running started by hand, not enabled
 """
-ENABLED = """\
-nftables.service              enabled enabled
-nginx.service                 enabled enabled
-logrotate.timer               enabled enabled
-keepalived.service            enabled enabled
-"""
+# UnitFileState of each unit as systemd has it (keepalived: enabled, but not active, so never asked).
+STATES = {"dbus.service": "static", "nftables.service": "enabled", "nginx.service": "enabled",
+          "logrotate.timer": "enabled", "transient-only.service": "", "keepalived.service": "enabled"}
 
 PLAYBOOK = """\
 - hosts: localhost
@@ -50,7 +48,9 @@ def running_units(tmp_path: pathlib.Path, systemctl: str, check: bool = False) -
     (bindir / "systemctl").write_text(systemctl)
     (bindir / "systemctl").chmod(0o755)
     (tmp_path / "active").write_text(ACTIVE)
-    (tmp_path / "enabled").write_text(ENABLED)
+    # What `systemctl show --property=Id,UnitFileState -- UNIT...` prints: a block a unit, in the order asked.
+    for unit, state in STATES.items():
+        (tmp_path / f"{unit}.show").write_text(f"Id={unit}\nUnitFileState={state}\n")
     (tmp_path / "play.yml").write_text(PLAYBOOK)
     out = tmp_path / "units.json"
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
@@ -67,7 +67,9 @@ def fake_systemctl(tmp_path: pathlib.Path) -> str:
     return f"""#!/bin/sh
 case "$*" in
   "list-units --type=service,timer --state=active --no-legend --plain") cat {tmp_path}/active ;;
-  "list-unit-files --type=service,timer --state=enabled --no-legend --plain") cat {tmp_path}/enabled ;;
+  "show --property=Id,UnitFileState -- "*)
+    shift 3; echo "$*" > {tmp_path}/asked; first=1
+    for unit in "$@"; do [ $first = 1 ] || echo; first=0; cat "{tmp_path}/$unit.show" || exit 1; done ;;
   *) echo "unexpected: $*" >&2; exit 3 ;;
 esac
 """
@@ -78,6 +80,9 @@ def test_units_both_active_and_enabled_are_running(tmp_path, check):
     units = running_units(tmp_path, fake_systemctl(tmp_path), check=check)
     # Active but not enabled, and enabled but not active, are not: their tasks run.
     assert sorted(units) == ["logrotate.timer", "nftables.service", "nginx.service"]
+    # The enabled state is asked of the active units only, not of every unit file.
+    assert (tmp_path / "asked").read_text().split() == [
+        "dbus.service", "nftables.service", "nginx.service", "logrotate.timer", "transient-only.service"]
 
 
 def test_no_units_where_systemctl_fails(tmp_path):
@@ -87,4 +92,9 @@ def test_no_units_where_systemctl_fails(tmp_path):
 
 def test_no_units_where_nothing_is_active(tmp_path):
     script = fake_systemctl(tmp_path).replace(f"cat {tmp_path}/active", "true")
+    assert running_units(tmp_path, script) == []
+
+
+def test_no_units_where_systemctl_show_fails(tmp_path):
+    script = fake_systemctl(tmp_path).replace('cat "{0}/$unit.show" || exit 1'.format(tmp_path), "exit 1")
     assert running_units(tmp_path, script) == []
