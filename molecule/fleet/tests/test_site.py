@@ -35,12 +35,15 @@ def test_one_stage_runs_alone_by_its_tag_and_changes_nothing():
     roles = {t.split(" : ")[0] for t in tasks if " : " in t}
     assert {"fleetops.mcp.nginx_lb", "fleetops.mcp.keepalived"} <= roles, sorted(roles)
     assert "fleetops.mcp.nginx_lb : Write nginx.conf and its njs functions, checked with nginx -t before they replace the old ones" in tasks
-    # The other stages contribute their input checks only (tagged always), never their work.
+    # The other stages contribute neither their work nor their input checks (those carry their own
+    # roles' tags, not always): only the plan and the facts every stage reads.
     for work in ("fleetops.mcp.docker_host : Install Docker Engine and the Python Docker SDK",
                  "fleetops.mcp.mcp_server : Build images on the host, without network",
                  "fleetops.mcp.monitoring_agent : Install the exporters",
                  "fleetops.mcp.monitoring : Install Prometheus, Alertmanager and the blackbox exporter",
-                 "fleetops.mcp.backup : Install fleetops-backup"):
+                 "fleetops.mcp.backup : Install fleetops-backup",
+                 "fleetops.mcp.backup : Check backup_calendar with systemd",
+                 "fleetops.mcp.firewall : Find where the controller's SSH session comes from"):
         assert work not in tasks, work
     counts = recap(output)
     assert set(counts) >= {"lb-1", "lb-2"}
