@@ -98,3 +98,15 @@ def test_a_run_limited_to_part_of_a_role_still_checks_its_inputs_first(tag, chec
     work = [i for i, t in enumerate(tasks) if "Check" not in t and "Validating" not in t
             and t.startswith(check.split(" : ")[0])]
     assert not work or tasks.index(check) < work[0]
+
+
+def test_mcp_failover_works_out_the_hosts_part_under_every_tag_its_imports_carry():
+    """main.yml's imports read _mcp_failover_part in their conditions: the task that sets it must run
+    whenever any of them does, or the run stops on an undefined variable."""
+    main = yaml.safe_load((ROOT / "roles/mcp_failover/tasks/main.yml").read_text())
+    part = next(t for t in main if "_mcp_failover_part" in (t.get("ansible.builtin.set_fact") or {}))
+    readers = [t for t in main if "_mcp_failover_part" in str(t.get("when", ""))]
+    assert readers
+    for reader in readers:
+        assert set(reader["tags"]) <= set(part["tags"]), reader["name"]
+    assert role_tags("mcp_failover") - {"mcp_failover_preflight"} <= set(part["tags"])
