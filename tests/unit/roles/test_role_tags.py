@@ -72,8 +72,11 @@ def list_tasks(*tags: str) -> list[str]:
 
 
 def roles_working(tasks: list[str]) -> set[str]:
-    """Roles with a task that would run, leaving out the argument checks Ansible adds to every role."""
-    return {m.group(1) for t in tasks if "Validating arguments" not in t
+    """Roles with a task that would run, leaving out the argument checks Ansible adds to every role, the
+    include of the checks for a run with --skip-tags (tagged always; its condition skips it in a run
+    without) and mcp_failover's own always-tagged fact."""
+    return {m.group(1) for t in tasks if "Validating arguments" not in t and not t.endswith("in a run with --skip-tags")
+            and not t.endswith("Work out this host's part in failover")
             for m in [re.match(r"fleetops\.mcp\.(\w+) : ", t)] if m}
 
 
@@ -100,13 +103,69 @@ def test_a_run_limited_to_part_of_a_role_still_checks_its_inputs_first(tag, chec
     assert not work or tasks.index(check) < work[0]
 
 
-def test_mcp_failover_works_out_the_hosts_part_under_every_tag_its_imports_carry():
-    """main.yml's imports read _mcp_failover_part in their conditions: the task that sets it must run
-    whenever any of them does, or the run stops on an undefined variable."""
+def test_mcp_failover_works_out_the_hosts_part_in_every_run_that_reads_it():
+    """main.yml's imports read _mcp_failover_part in their conditions: the task that sets it runs in every
+    run (always), also one that skips some of the imports' tags, or the run stops on an undefined variable."""
     main = yaml.safe_load((ROOT / "roles/mcp_failover/tasks/main.yml").read_text())
     part = next(t for t in main if "_mcp_failover_part" in (t.get("ansible.builtin.set_fact") or {}))
     readers = [t for t in main if "_mcp_failover_part" in str(t.get("when", ""))]
-    assert readers
-    for reader in readers:
-        assert set(reader["tags"]) <= set(part["tags"]), reader["name"]
-    assert role_tags("mcp_failover") - {"mcp_failover_preflight"} <= set(part["tags"])
+    assert len(readers) == 6
+    assert part["tags"] == ["always"] and main.index(part) < min(main.index(r) for r in readers)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_run_with_skip_tags_checks_the_inputs_through_an_include_tagged_always(role):
+    """--skip-tags skips a task that carries any skipped tag, so the tagged import would drop the checks
+    (and the facts they set) from a run that skips one part of the role; such a run includes them instead."""
+    main = yaml.safe_load((ROOT / "roles" / role / "tasks/main.yml").read_text())
+    imported = next(t for t in main if t.get("ansible.builtin.import_tasks") == "preflight.yml")
+    included = next(t for t in main if (t.get("ansible.builtin.include_tasks") or {}).get("file") == "preflight.yml")
+    assert imported["when"] == "ansible_skip_tags | length == 0"
+    assert included["when"] == "ansible_skip_tags | length > 0"
+    assert "always" in included["tags"] and "always" in included["ansible.builtin.include_tasks"]["apply"]["tags"]
+    assert main.index(imported) + 1 == main.index(included)
+
+
+def list_tasks_skipping(*tags: str) -> list[str]:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    result = subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i",
+                             str(ROOT / "inventories/example/hosts.yml"), str(ROOT / "playbooks/site.yml"),
+                             "--list-tasks", "--skip-tags", ",".join(tags)],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return [line.strip().split("\tTAGS:")[0] for line in result.stdout.splitlines() if "\tTAGS:" in line]
+
+
+def test_a_run_skipping_part_of_a_role_still_checks_its_inputs():
+    tasks = list_tasks_skipping("firewall_install", "mcp_failover_sync", "nginx_lb_install")
+    for check in ("fleetops.mcp.firewall : Check the inputs and work out the rules, in a run with --skip-tags",
+                  "fleetops.mcp.mcp_failover : Check the inputs, in a run with --skip-tags",
+                  "fleetops.mcp.nginx_lb : Check the inputs, in a run with --skip-tags",
+                  "Check keepalived's inputs first, in a run with --skip-tags",
+                  "fleetops.mcp.mcp_failover : Work out this host's part in failover"):
+        assert check in tasks, check
+    # The skipped part itself is gone, and so are the tagged imports of the checks (they carry its tag).
+    assert "fleetops.mcp.firewall : Check the firewall's inputs" not in tasks
+
+
+@pytest.mark.parametrize(("args", "checked"), [
+    (["--tags", "mcp_failover_sync"], True),
+    (["--skip-tags", "mcp_failover_install,mcp_failover_sync,mcp_failover_controller"], True),
+    (["--tags", "load_balancers"], False),
+    (["--skip-tags", "mcp_failover_preflight,mcp_failover_install,mcp_failover_sync,mcp_failover_controller"], False),
+])
+def test_mcp_failover_run_on_this_host_checks_its_inputs_once_whatever_the_tags(tmp_path, args, checked):
+    """The role itself, run by ansible-playbook on this host with no failover servers (a run of all of it
+    would stop a failover daemon through systemd, which this host lacks): the checks run once
+    (through the import, or the include in a run with --skip-tags), or not at all when no part of the
+    role is selected or the checks are skipped by name; the host's part is worked out in every run."""
+    (tmp_path / "play.yml").write_text(yaml.safe_dump([{
+        "name": "mcp_failover alone", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "roles": [{"role": "fleetops.mcp.mcp_failover"}]}]))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    result = subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+                             str(tmp_path / "play.yml"), "-e", f"ansible_python_interpreter={sys.executable}", *args],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.stdout.count("TASK [fleetops.mcp.mcp_failover : Check the timing]") == (1 if checked else 0)
+    assert "TASK [fleetops.mcp.mcp_failover : Work out this host's part in failover]" in result.stdout
