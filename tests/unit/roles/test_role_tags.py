@@ -61,11 +61,12 @@ def test_the_load_balancer_stage_checks_keepalived_under_every_tag_of_its_roles(
     assert stage | role_tags("nginx_lb") | role_tags("keepalived") <= set(check["tags"])
 
 
-def list_tasks(*tags: str) -> list[str]:
+def list_tasks(*tags: str, option: str = "--tags") -> list[str]:
+    """The tasks site.yml would run with ``option`` (--tags or --skip-tags) set to ``tags``."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     result = subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i",
                              str(ROOT / "inventories/example/hosts.yml"), str(ROOT / "playbooks/site.yml"),
-                             "--list-tasks", "--tags", ",".join(tags)],
+                             "--list-tasks", option, ",".join(tags)],
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return [line.strip().split("\tTAGS:")[0] for line in result.stdout.splitlines() if "\tTAGS:" in line]
@@ -126,18 +127,8 @@ def test_a_run_with_skip_tags_checks_the_inputs_through_an_include_tagged_always
     assert main.index(imported) + 1 == main.index(included)
 
 
-def list_tasks_skipping(*tags: str) -> list[str]:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    result = subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i",
-                             str(ROOT / "inventories/example/hosts.yml"), str(ROOT / "playbooks/site.yml"),
-                             "--list-tasks", "--skip-tags", ",".join(tags)],
-                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return [line.strip().split("\tTAGS:")[0] for line in result.stdout.splitlines() if "\tTAGS:" in line]
-
-
 def test_a_run_skipping_part_of_a_role_still_checks_its_inputs():
-    tasks = list_tasks_skipping("firewall_install", "mcp_failover_sync", "nginx_lb_install")
+    tasks = list_tasks("firewall_install", "mcp_failover_sync", "nginx_lb_install", option="--skip-tags")
     for check in ("fleetops.mcp.firewall : Check the inputs and work out the rules, in a run with --skip-tags",
                   "fleetops.mcp.mcp_failover : Check the inputs, in a run with --skip-tags",
                   "fleetops.mcp.nginx_lb : Check the inputs, in a run with --skip-tags",
