@@ -61,10 +61,18 @@ def main() -> int:
     (state / "pid").write_text(str(os.getpid()))
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stopped_by: list[str] = []
+
+    def on_signal(number, _frame):
+        stopped_by.append(signal.Signals(number).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     print(f"Vault API test double (NOT HashiCorp Vault) on {double.url}", flush=True)
     stop.wait()
+    # Said in the log: a scenario that finds the double gone can tell a stop from a crash.
+    print(f"Vault API test double stopping on {stopped_by[0]} (sent by another process)", flush=True)
     double.stop()
     return 0
 

@@ -51,4 +51,5 @@ def test_serve_seeds_writes_private_credentials_and_stops_on_sigterm(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
-    assert "NOT HashiCorp Vault" in process.stdout.read()
+    log = process.stdout.read()
+    assert "NOT HashiCorp Vault" in log and "stopping on SIGTERM" in log
