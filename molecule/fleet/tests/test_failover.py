@@ -131,6 +131,26 @@ def test_the_stateful_server_runs_on_its_primary_only_behind_both_load_balancers
     assert recalled()[name] == ["written in a session"]
 
 
+def test_the_acting_controller_asks_the_agents_over_one_ssh_connection_a_host():
+    """After every probe (2 s here) the acting daemon asks the standby's agent for its status. The calls share
+    one SSH connection a host (the daemon's service keeps it open), so the standby's sshd accepts no new
+    connection from the controller for them: no key exchange and no new sshd process every 2 s. The answers
+    still arrive: the record of the standby's copy follows the copies pushed every 10 s."""
+    controller, standby = acting(), recorded()["standby"]
+    address = container_ip(controller)
+    before = recorded().get("standby_synced") or 0
+    began = float(container_host(standby).run("date +%s.%N").stdout)
+    newer = wait_for("the standby's copy reported anew",
+                     lambda: (recorded().get("standby_synced") or 0) > before and recorded()["standby_synced"], 30)
+    time.sleep(max(0.0, began + 12 - float(container_host(standby).run("date +%s.%N").stdout)))
+    accepted = container_host(standby).run(f"journalctl -u ssh --since @{began:.0f} -o cat --no-pager")
+    assert accepted.rc == 0, accepted.stderr
+    from_controller = [line for line in accepted.stdout.splitlines()
+                       if line.startswith("Accepted ") and f" from {address} " in line]
+    assert newer > before
+    assert len(from_controller) <= 1, from_controller
+
+
 def test_stopping_the_primary_under_steady_load_fails_over_with_the_synced_data_and_prints_the_times():
     before = recorded()
     marker = f"before-failover-{uuid.uuid4().hex[:8]}"

@@ -647,6 +647,53 @@ def test_the_daemon_speaks_to_agents_with_pinned_keys_and_reads_unreachable_as_n
     assert broken.fence("memory", "dh-1") == "failed" and broken.status("memory", "dh-1") is None
 
 
+def test_the_daemon_shares_one_ssh_connection_a_host_only_under_its_service(tmp_path, monkeypatch):
+    """Under systemd (RUNTIME_DIRECTORY, the unit's private directory) the daemon's status calls reuse one
+    connection a host; its commands, and every call from the command line, connect on their own as before."""
+    import json
+    import subprocess
+
+    config = {"interval": 0, "failures": 2, "probe_timeout": 1, "state_file": str(tmp_path / "state.json"),
+              "ssh": {"key": "/k", "known_hosts": "/kh", "connect_timeout": 3, "user": "root"},
+              "hosts": {"dh-2": "10.0.0.12"}, "load_balancers": [],
+              "servers": [{"name": "memory", "primary": "dh-1", "standby": "dh-2", "stop_timeout": 5}]}
+    (tmp_path / "failover.json").write_text(json.dumps(config))
+    calls = []
+
+    def run(argv, **_):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, '{"running": false, "synced": null, "result": "stopped"}\n', "")
+
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(runtime))
+    daemon = ff.Daemon(str(tmp_path / "failover.json"), actions_factory=lambda c: ff.SshActions(c, run=run))
+    assert daemon.actions.status("memory", "dh-2") is False
+    argv = calls[-1]
+    assert "ControlMaster=auto" in argv and "ControlPath=%s/ssh-%%C" % runtime in argv
+    assert "ControlPersist=%d" % ff.MUX_PERSIST in argv
+    # The host and the agent's words stay last: the options go before them.
+    assert argv[-4:] == ["10.0.0.12", "--", "status", "memory"]
+    # A command that changes something connects anew: a host frozen since the last call is not waited for
+    # beyond ConnectTimeout.
+    daemon.actions.fence("memory", "dh-2")
+    assert calls[-1][-4:] == ["10.0.0.12", "--", "fence", "memory"]
+    assert not any(word.startswith("Control") for word in calls[-1])
+    # The configuration file is not changed by it.
+    assert "control_dir" not in json.loads((tmp_path / "failover.json").read_text())["ssh"]
+
+    monkeypatch.delenv("RUNTIME_DIRECTORY")
+    plain = ff.Daemon(str(tmp_path / "failover.json"), actions_factory=lambda c: ff.SshActions(c, run=run))
+    plain.actions.status("memory", "dh-2")
+    assert not any(word.startswith("Control") for word in calls[-1])
+    # A directory that is not there (the service stopped) is not used either.
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "gone"))
+    ff.Daemon(str(tmp_path / "failover.json"), actions_factory=lambda c: ff.SshActions(c, run=run)).actions.status(
+        "memory", "dh-2")
+    assert not any(word.startswith("Control") for word in calls[-1])
+    assert ff.mux_argv(config["ssh"]) == []
+
+
 def test_every_load_balancer_is_switched_at_once_and_the_ones_that_did_not_answer_are_named():
     import subprocess
     import threading
