@@ -127,8 +127,8 @@ s_lanes() {
   tests/harness/mcp-images.sh || return 1
   export FLEETOPS_MCP_IMAGES_READY=1
   lane fleet "$dir/fleet.rows" lint sanity package molecule-fleet & pid_fleet=$!
-  # The other lane is niced: it has time to spare, and the fleet's tests
-  # time failovers and VIP moves.
+  # The other lane is niced: the fleet's tests time failovers and VIP
+  # moves.
   nice -n 10 bash -c "$(declare -f lane); ROOT='$ROOT' lane other '$dir/other.rows' unit molecule-others" \
     & pid_other=$!
   wait "$pid_other" || rc_other=$?
